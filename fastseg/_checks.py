@@ -1,0 +1,204 @@
+"""Argument checking shared by every public entry point (reference, fused, modules, metrics).
+
+This is the only code the reference and the fused path share: what counts as a valid call.
+Every error names the argument and says what was expected.
+
+Conventions fixed here (see README "Conventions"):
+
+- ``input``: floating tensor ``[B, C, *spatial]`` with 1 to 3 spatial dims; logits by default,
+  probabilities in [0, 1] with ``from_logits=False``.
+- ``target``: bool, integer or floating tensor of the same shape, or ``[B, *spatial]`` when
+  C = 1; values in [0, 1] (soft labels allowed) except where ignored by ``ignore_index``.
+- ``ignore``: ``None``; a bool/integer tensor of the target's shape (or broadcastable to the
+  input's shape), nonzero = ignored pixel; or a number, the ``ignore_index`` value in the target.
+- ``weight``: ``None`` or a non-negative floating tensor broadcastable to the input's shape; it
+  scales the pointwise terms only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Real
+
+import torch
+from torch import Tensor
+
+SCOPES = ("image", "batch")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+
+
+def check_number(
+    name: str,
+    value,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``value`` as a float after checking it is a finite real number in the given range.
+
+    ``low_open``/``high_open`` make the bound exclusive. Raises ``TypeError`` for non-numbers
+    (bools included) and ``ValueError`` for out-of-range or non-finite values.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        if isinstance(value, Tensor) and value.numel() == 1 and not value.requires_grad:
+            value = value.item()
+        else:
+            raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}; got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}; got {value}")
+    return value
+
+
+def check_probability(name: str, value, *, open_low: bool = False, open_high: bool = False) -> float:
+    """A number in [0, 1] (bounds optionally exclusive)."""
+    return check_number(name, value, low=0.0, high=1.0, low_open=open_low, high_open=open_high)
+
+
+def check_scope_reduction(scope: str, reduction: str, *, allow_none: bool = True) -> None:
+    check_choice("scope", scope, SCOPES)
+    check_choice("reduction", reduction, REDUCTIONS if allow_none else REDUCTIONS[:2])
+
+
+@dataclass(frozen=True)
+class CheckedInputs:
+    """The validated, shape-normalised arguments of a loss call.
+
+    ``target`` has the input's shape and is floating (the input's compute dtype), with ignored
+    pixels set to 0. ``valid`` is a bool tensor of the input's shape, or ``None`` when every pixel
+    counts. ``weight`` is broadcast to the input's shape, or ``None``.
+    """
+
+    input: Tensor
+    target: Tensor
+    valid: Tensor | None
+    weight: Tensor | None
+
+
+def compute_dtype(input: Tensor) -> torch.dtype:
+    """float64 stays float64; every other floating dtype is computed in float32."""
+    return torch.float64 if input.dtype == torch.float64 else torch.float32
+
+
+def check_input_tensor(input, *, name: str = "input") -> Tensor:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(input).__name__}")
+    if not input.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor (logits or probabilities); got dtype {input.dtype}")
+    if input.ndim not in (3, 4, 5):
+        raise ValueError(
+            f"{name} must have shape [B, C, *spatial] with 1 to 3 spatial dims; got shape {tuple(input.shape)}"
+        )
+    if input.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(input.shape)}); a loss needs at least one pixel")
+    return input
+
+
+def _as_input_shape(tensor: Tensor, input: Tensor, name: str) -> Tensor:
+    """Accept the input's shape, or ``[B, *spatial]`` when C = 1; return the input's shape."""
+    if tensor.shape == input.shape:
+        return tensor
+    if input.shape[1] == 1 and tensor.shape == input.shape[:1] + input.shape[2:]:
+        return tensor.unsqueeze(1)
+    raise ValueError(
+        f"{name} must have the input's shape {tuple(input.shape)}"
+        + (f" or {tuple(input.shape[:1] + input.shape[2:])}" if input.shape[1] == 1 else "")
+        + f"; got {tuple(tensor.shape)}"
+    )
+
+
+def check_loss_inputs(
+    input,
+    target,
+    *,
+    from_logits: bool = True,
+    ignore=None,
+    weight=None,
+    check_values: bool = True,
+) -> CheckedInputs:
+    """Validate a loss call's tensors and bring them to one shape.
+
+    ``check_values`` runs the value checks (targets in [0, 1], probabilities in [0, 1],
+    non-negative weights); they read the data, so a CUDA-graph-capturable caller may turn them off.
+    """
+    input = check_input_tensor(input)
+    if not isinstance(from_logits, bool):
+        raise TypeError(f"from_logits must be a bool; got {type(from_logits).__name__}")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
+    if target.is_complex():
+        raise TypeError(f"target must be bool, integer or floating; got dtype {target.dtype}")
+    if target.device != input.device:
+        raise ValueError(f"target is on {target.device} but input is on {input.device}")
+    target = _as_input_shape(target, input, "target")
+
+    valid = None
+    if ignore is not None:
+        if isinstance(ignore, Tensor):
+            if ignore.is_floating_point() or ignore.is_complex():
+                raise TypeError(f"ignore must be a bool or integer mask tensor (nonzero = ignored); got dtype {ignore.dtype}")
+            if ignore.device != input.device:
+                raise ValueError(f"ignore is on {ignore.device} but input is on {input.device}")
+            try:
+                if ignore.ndim == input.ndim - 1:
+                    ignore = _as_input_shape(ignore, input, "ignore")
+                ignored = torch.broadcast_to(ignore, input.shape)
+            except RuntimeError:
+                raise ValueError(
+                    f"ignore must be broadcastable to the input's shape {tuple(input.shape)}; got {tuple(ignore.shape)}"
+                ) from None
+            valid = ~ignored.bool()
+        elif isinstance(ignore, Real) and not isinstance(ignore, bool):
+            valid = target != ignore
+        else:
+            raise TypeError(
+                f"ignore must be None, a mask tensor or a number (the ignore_index value in target); got {type(ignore).__name__}"
+            )
+
+    dtype = compute_dtype(input)
+    target_f = target.to(dtype)
+    if valid is not None:
+        target_f = torch.where(valid, target_f, torch.zeros((), dtype=dtype, device=input.device))
+
+    if weight is not None:
+        if not isinstance(weight, Tensor):
+            raise TypeError(f"weight must be None or a floating tensor; got {type(weight).__name__}")
+        if not weight.is_floating_point():
+            raise TypeError(f"weight must be a floating tensor; got dtype {weight.dtype}")
+        if weight.device != input.device:
+            raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
+        if weight.ndim == input.ndim - 1 and input.shape[1] == 1:
+            weight = _as_input_shape(weight, input, "weight")
+        try:
+            weight = torch.broadcast_to(weight, input.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"weight must be broadcastable to the input's shape {tuple(input.shape)}; got {tuple(weight.shape)}"
+            ) from None
+
+    if check_values:
+        if target_f.numel() and (bool((target_f < 0).any()) or bool((target_f > 1).any())):
+            hint = " (pass ignore=<value> to mark an ignore_index)" if not target.is_floating_point() else ""
+            raise ValueError(f"target values must lie in [0, 1]{hint}")
+        if not from_logits:
+            if bool((input < 0).any()) or bool((input > 1).any()):
+                raise ValueError(
+                    "input holds probabilities (from_logits=False) but has values outside [0, 1]; "
+                    "pass logits with from_logits=True"
+                )
+        if weight is not None and bool((weight < 0).any()):
+            raise ValueError("weight must be non-negative")
+    return CheckedInputs(input=input, target=target_f, valid=valid, weight=weight)

@@ -1,0 +1,107 @@
+"""Building blocks of the reference losses: probabilities, masked means and group sums.
+
+Plain autograd code, written for clarity, not speed. Every reference loss is built from these:
+
+- :func:`log_probs` gives ``p``, ``log p`` and ``log(1-p)`` from logits (``logsigmoid`` forms) or
+  from probabilities (logs clamped at -100 as ``torch.nn.BCELoss`` does, with a finite
+  gradient at p = 0 and p = 1).
+- :func:`reduce_pointwise` averages a per-pixel term over the valid pixels of the whole batch
+  (``reduction="mean"``), sums it, or returns it per pixel (``"none"``, ignored pixels 0).
+- :func:`group_sum` sums a per-pixel quantity over a reduction group: per image and channel
+  (``scope="image"``, shape ``[B, C]``) or per channel over the batch (``"batch"``, ``[C]``).
+- :func:`reduce_groups` averages or sums per-group region losses.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .._checks import CheckedInputs, compute_dtype
+
+LOG_CLAMP = -100.0
+
+
+def as_compute(x: Tensor) -> Tensor:
+    """The input in its compute dtype (float64 stays, everything else becomes float32)."""
+    return x.to(compute_dtype(x))
+
+
+def log_probs(x: Tensor, from_logits: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Return ``(p, log p, log(1-p))`` for logits or probabilities ``x``."""
+    x = as_compute(x)
+    if from_logits:
+        return torch.sigmoid(x), F.logsigmoid(x), F.logsigmoid(-x)
+    tiny = torch.finfo(x.dtype).tiny
+    return x, torch.log(x.clamp_min(tiny)).clamp_min(LOG_CLAMP), torch.log((1 - x).clamp_min(tiny)).clamp_min(LOG_CLAMP)
+
+
+def logits_of(x: Tensor, from_logits: bool) -> Tensor:
+    """The logit ``z`` of ``x``; probabilities are mapped by ``log p - log(1-p)`` (clamped logs)."""
+    if from_logits:
+        return as_compute(x)
+    _, log_p, log_1mp = log_probs(x, from_logits=False)
+    return log_p - log_1mp
+
+
+def pow_base(base: Tensor, exponent: float) -> Tensor:
+    """``base ** exponent`` for base >= 0 with ``0 ** 0 = 1`` and a finite gradient at 0."""
+    if exponent == 0:
+        return torch.ones_like(base)
+    return base.clamp_min(0) ** exponent
+
+
+def masked(x: Tensor, checked: CheckedInputs) -> Tensor:
+    """``x`` with ignored pixels set to 0 (gradient 0 there too)."""
+    if checked.valid is None:
+        return x
+    return torch.where(checked.valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def valid_count(checked: CheckedInputs, dtype: torch.dtype) -> Tensor:
+    if checked.valid is None:
+        return torch.tensor(float(checked.input.numel()), dtype=dtype, device=checked.input.device)
+    return checked.valid.sum().to(dtype)
+
+
+def reduce_pointwise(per_pixel: Tensor, checked: CheckedInputs, reduction: str) -> Tensor:
+    """Reduce a per-pixel loss: weight it, drop ignored pixels, then mean/sum/none.
+
+    ``mean`` divides by the number of valid pixels in the batch (not by the sum of weights, as
+    ``torch.nn.functional.binary_cross_entropy`` does); a batch with no valid pixel gives 0.
+    """
+    if checked.weight is not None:
+        per_pixel = per_pixel * checked.weight.to(per_pixel.dtype)
+    per_pixel = masked(per_pixel, checked)
+    if reduction == "none":
+        return per_pixel
+    total = per_pixel.sum()
+    if reduction == "sum":
+        return total
+    return total / valid_count(checked, per_pixel.dtype).clamp_min(1)
+
+
+def group_sum(x: Tensor, checked: CheckedInputs, scope: str) -> Tensor:
+    """Sum ``x`` over the valid pixels of each group: ``[B, C]`` for "image", ``[C]`` for "batch"."""
+    x = masked(x, checked)
+    spatial = tuple(range(2, x.ndim))
+    per_image = x.sum(dim=spatial) if spatial else x
+    return per_image if scope == "image" else per_image.sum(dim=0)
+
+
+def reduce_groups(per_group: Tensor, reduction: str) -> Tensor:
+    """Average (``mean``), add (``sum``) or return (``none``) per-group region losses."""
+    if reduction == "none":
+        return per_group
+    return per_group.sum() if reduction == "sum" else per_group.mean()
+
+
+def soft_confusion(p: Tensor, checked: CheckedInputs, scope: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Soft ``(TP, FP, FN)`` per group: ``sum p t``, ``sum p (1-t)``, ``sum (1-p) t``."""
+    t = checked.target
+    return (
+        group_sum(p * t, checked, scope),
+        group_sum(p * (1 - t), checked, scope),
+        group_sum((1 - p) * t, checked, scope),
+    )
