@@ -1,0 +1,99 @@
+"""The Triton EDT kernel (interpreter on CPU, real kernel on CUDA) against SciPy, exactly."""
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+from conftest import requires_cuda
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from fastseg.kernels.edt import edt_squared
+
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
+
+
+def scipy_squared_edt(masks: np.ndarray, spacing) -> np.ndarray:
+    """Squared distance of every pixel to the nearest nonzero pixel of its image; inf if none."""
+    out = []
+    for mask in masks:
+        if not mask.any():
+            out.append(np.full(mask.shape, np.inf))
+            continue
+        dist, idx = ndi.distance_transform_edt(mask == 0, sampling=spacing, return_indices=True)
+        # Squared distance from the nearest-pixel indices: exact, no sqrt round trip.
+        grid = np.indices(mask.shape)
+        out.append(sum(((grid[a] - idx[a]) * spacing[a]) ** 2 for a in range(mask.ndim)))
+    return np.stack(out)
+
+
+def assert_matches_scipy(masks: torch.Tensor, spacing, device):
+    got = edt_squared(masks.to(device), spacing).cpu().double().numpy()
+    want = scipy_squared_edt(masks.numpy(), spacing)
+    assert np.array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    if all(float(s).is_integer() for s in spacing):
+        assert np.array_equal(got[finite], want[finite]), np.abs(got - want)[finite].max()
+    else:
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6, atol=1e-6)
+
+
+def _masks(shape, density, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g) < density
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 17, 23), (2, 1, 19), (2, 19, 1), (1, 1, 1), (2, 6, 5, 7)],
+    ids=["2d", "1xN", "Nx1", "1x1", "3d"],
+)
+def test_random_masks_equal_scipy(shape, device):
+    assert_matches_scipy(_masks(shape, 0.1), (1.0,) * (len(shape) - 1), device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_adversarial_masks_equal_scipy(device):
+    h, w = 15, 21
+    masks = torch.zeros(6, h, w, dtype=torch.bool)
+    masks[1] = True  # full
+    masks[2, 7, 10] = True  # single pixel in the middle
+    masks[3, :, 0] = True  # vertical line on the border
+    masks[4, 3, :] = True  # horizontal line
+    masks[5, torch.arange(h), torch.arange(h)] = True  # diagonal
+    assert_matches_scipy(masks, (1.0, 1.0), device)
+    got = edt_squared(masks.to(device), (1.0, 1.0)).cpu()
+    assert torch.isinf(got[0]).all(), "an image without target pixels is inf everywhere"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("spacing", [(0.5, 2.0), (3.0, 1.0), (1.5, 0.7, 2.0)])
+def test_anisotropic_spacing_equals_scipy(spacing, device):
+    shape = (2, 9, 11) if len(spacing) == 2 else (2, 5, 6, 7)
+    assert_matches_scipy(_masks(shape, 0.08, seed=3), spacing, device)
+
+
+@settings(max_examples=25, deadline=None)
+@given(arrays(np.bool_, st.tuples(st.integers(1, 2), st.integers(1, 12), st.integers(1, 12))))
+def test_hypothesis_masks_equal_scipy(masks):
+    assert_matches_scipy(torch.from_numpy(masks), (1.0, 1.0), "cpu")
+
+
+def test_uint8_and_float_masks_mean_nonzero():
+    masks = _masks((2, 8, 9), 0.15, seed=5)
+    want = edt_squared(masks, (1.0, 1.0))
+    assert torch.equal(edt_squared(masks.to(torch.uint8) * 3, (1.0, 1.0)), want)
+    assert torch.equal(edt_squared(masks.float() * 0.5, (1.0, 1.0)), want)
+
+
+def test_spacing_length_is_checked():
+    with pytest.raises(ValueError, match="spacing"):
+        edt_squared(torch.zeros(1, 4, 4, dtype=torch.bool), (1.0,))
+
+
+@requires_cuda
+def test_cuda_large_batch_equals_scipy():
+    masks = _masks((4, 256, 320), 0.01, seed=7)
+    assert_matches_scipy(masks, (1.0, 1.0), "cuda")
