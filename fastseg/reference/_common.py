@@ -9,7 +9,8 @@ Plain autograd code, written for clarity, not speed. Every reference loss is bui
   (``reduction="mean"``), sums it, or returns it per pixel (``"none"``, ignored pixels 0).
 - :func:`group_sum` sums a per-pixel quantity over a reduction group: per image and channel
   (``scope="image"``, shape ``[B, C]``) or per channel over the batch (``"batch"``, ``[C]``).
-- :func:`reduce_groups` averages or sums per-group region losses.
+- :func:`reduce_groups` averages or sums per-group region losses (optionally over the groups
+  :func:`group_present` marks as holding a valid pixel).
 """
 
 from __future__ import annotations
@@ -90,11 +91,31 @@ def group_sum(x: Tensor, checked: CheckedInputs, scope: str) -> Tensor:
     return per_image if scope == "image" else per_image.sum(dim=0)
 
 
-def reduce_groups(per_group: Tensor, reduction: str) -> Tensor:
-    """Average (``mean``), add (``sum``) or return (``none``) per-group region losses."""
+def reduce_groups(per_group: Tensor, reduction: str, present: Tensor | None = None) -> Tensor:
+    """Average (``mean``), add (``sum``) or return (``none``) per-group region losses.
+
+    ``present`` (optional, bool, the shape of ``per_group``; see :func:`group_present`) marks the
+    groups holding at least one valid pixel: the others are set to 0 and left out of the mean (a
+    fully ignored image counts nowhere); with no group present the mean is 0.
+    """
+    if present is not None:
+        per_group = torch.where(present, per_group, torch.zeros((), dtype=per_group.dtype, device=per_group.device))
     if reduction == "none":
         return per_group
-    return per_group.sum() if reduction == "sum" else per_group.mean()
+    if reduction == "sum":
+        return per_group.sum()
+    if present is None:
+        return per_group.mean()
+    return per_group.sum() / present.sum().clamp_min(1).to(per_group.dtype)
+
+
+def group_present(checked: CheckedInputs, scope: str) -> Tensor | None:
+    """Bool per group (``[B, C]`` or ``[C]``): does it hold a valid pixel? ``None`` when all do."""
+    if checked.valid is None:
+        return None
+    spatial = tuple(range(2, checked.valid.ndim))
+    per_image = checked.valid.any(dim=spatial) if spatial else checked.valid
+    return per_image if scope == "image" else per_image.any(dim=0)
 
 
 def soft_confusion(p: Tensor, checked: CheckedInputs, scope: str) -> tuple[Tensor, Tensor, Tensor]:
