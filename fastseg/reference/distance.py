@@ -1,3 +1,321 @@
-"""Placeholder: filled in by its owner."""
+"""Distance-based losses (``LOSSES.md``, "Distance-based losses"), as plain autograd code.
 
-__all__: list[str] = []
+Every loss here reads a distance map computed from the target (and, for two of them, from the
+thresholded prediction) with the exact EDT of :mod:`fastseg.edt`. Shared rules:
+
+- Crack pixels are ``t > 0.5`` (MONAI's threshold; for binary masks simply ``t = 1``); the
+  predicted mask is ``p > 0.5``.
+- Distance maps carry no gradient (they are computed under ``no_grad`` or detached).
+- ``distance=None`` computes the target's distance map here; pass a precomputed one (the same
+  map, ``[B, C, *spatial]`` or ``[B, *spatial]`` for C = 1, non-negative) to skip the EDT. Each
+  loss says which map it reads. Maps of the prediction are always computed.
+- Ignored pixels (``ignore``) count nowhere: they leave every sum and mean, the per-image maxima
+  that normalise distances, and they count as background in the masks distance maps are computed
+  from (the target is already 0 there; predictions are set to 0 there too).
+- ``weight`` scales the pointwise terms (all but :func:`distance_loss`, which has none).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._checks import (
+    REDUCTIONS,
+    CheckedInputs,
+    _as_input_shape,
+    check_choice,
+    check_loss_inputs,
+    check_number,
+    check_scope_reduction,
+)
+from ..edt import boundary_field, edt, inner_boundary
+from ._common import group_sum, log_probs, masked, reduce_groups, reduce_pointwise, soft_confusion
+
+__all__ = ["distance_loss", "distance_map_ce", "hausdorff_dt", "shape_aware"]
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _check_distance(distance, checked: CheckedInputs, dtype: torch.dtype) -> Tensor | None:
+    """A user-supplied distance map in the input's shape and compute dtype, detached."""
+    if distance is None:
+        return None
+    if not isinstance(distance, Tensor):
+        raise TypeError(f"distance must be None or a floating tensor; got {type(distance).__name__}")
+    if not distance.is_floating_point():
+        raise TypeError(f"distance must be a floating tensor; got dtype {distance.dtype}")
+    if distance.device != checked.input.device:
+        raise ValueError(f"distance is on {distance.device} but input is on {checked.input.device}")
+    distance = _as_input_shape(distance, checked.input, "distance")
+    if not bool(torch.isfinite(distance).all()) or bool((distance < 0).any()):
+        raise ValueError("distance must be finite and non-negative")
+    return distance.detach().to(dtype)
+
+
+def _spatial(x: Tensor) -> tuple[int, ...]:
+    return tuple(range(2, x.ndim))
+
+
+def _valid_bool(checked: CheckedInputs) -> Tensor:
+    if checked.valid is None:
+        return torch.ones(checked.input.shape, dtype=torch.bool, device=checked.input.device)
+    return checked.valid
+
+
+def _probs_and_ce(checked: CheckedInputs, from_logits: bool) -> tuple[Tensor, Tensor]:
+    """``p`` and the per-pixel BCE ``-[t log p + (1-t) log(1-p)]`` (soft labels mix the two)."""
+    p, log_p, log_1mp = log_probs(checked.input, from_logits)
+    t = checked.target
+    return p, -(t * log_p + (1 - t) * log_1mp)
+
+
+def _predicted_mask(p: Tensor, checked: CheckedInputs) -> Tensor:
+    """The thresholded prediction ``p > 0.5`` (no gradient), background at ignored pixels."""
+    return (p.detach() > 0.5) & _valid_bool(checked)
+
+
+def _group_max(x: Tensor, where: Tensor) -> Tensor:
+    """Max of ``x >= 0`` over the pixels of ``where`` per image and channel (0 if none), keepdim."""
+    return torch.where(where, x, torch.zeros((), dtype=x.dtype, device=x.device)).amax(dim=_spatial(x), keepdim=True)
+
+
+def normalized_distance(distance: Tensor, crack: Tensor, valid: Tensor) -> Tensor:
+    """ND of seed 003: the distance to the nearest crack divided by its maximum per image.
+
+    The maximum is taken over the valid pixels of each image and channel, so ND is in [0, 1]. An
+    image (channel) without crack pixels has ND = 1 everywhere (``LOSSES.md``); an image whose
+    valid pixels are all cracks has maximum 0 and ND = 0 (no pixel can be a false positive).
+    """
+    spatial = _spatial(distance)
+    top = _group_max(distance, valid)
+    zero = torch.zeros((), dtype=distance.dtype, device=distance.device)
+    nd = torch.where(top > 0, distance / top.clamp_min(torch.finfo(distance.dtype).tiny), zero)
+    crack_free = ~(crack & valid).any(dim=spatial, keepdim=True)
+    return torch.where(crack_free, torch.ones((), dtype=distance.dtype, device=distance.device), nd)
+
+
+def inverted_boundary_distance(field: Tensor, crack: Tensor, valid: Tensor) -> Tensor:
+    """Phi of the distance-map-penalised CE: 1 near the boundary, falling to 0 far from it.
+
+    ``field`` is :func:`fastseg.edt.boundary_field` of the target (distance to the other class).
+    Per image and channel, each class is inverted and normalised by its own maximum (over valid
+    pixels): ``Phi = (M_fg - field) / M_fg`` on crack pixels, ``(M_bg - field) / M_bg`` on
+    background pixels, so ``Phi`` is in [0, 1) and largest next to the boundary. Images holding a
+    single class (no boundary) get ``Phi = 0``: plain CE.
+    """
+    zero = torch.zeros((), dtype=field.dtype, device=field.device)
+    tiny = torch.finfo(field.dtype).tiny
+    fg, bg = crack & valid, ~crack & valid
+    top_fg, top_bg = _group_max(field, fg), _group_max(field, bg)
+    phi_fg = torch.where(top_fg > 0, (top_fg - field) / top_fg.clamp_min(tiny), zero)
+    phi_bg = torch.where(top_bg > 0, (top_bg - field) / top_bg.clamp_min(tiny), zero)
+    phi = torch.where(crack, phi_fg, phi_bg).clamp(0, 1)
+    spatial = _spatial(field)
+    two_classes = fg.any(dim=spatial, keepdim=True) & bg.any(dim=spatial, keepdim=True)
+    return torch.where(two_classes, phi, zero)
+
+
+# ----------------------------------------------------------------------------------------- losses
+
+
+def distance_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    alpha: float = 4.0,
+    eps: float = 1.0,
+    eps_dist: float = 1e-6,
+    distance: Tensor | None = None,
+    from_logits: bool = True,
+    scope: str = "image",
+    reduction: str = "mean",
+    ignore=None,
+) -> Tensor:
+    """Distance-based loss of Özcan and Schmiedecke (seed 003, eq 1-3).
+
+    Per reduction group (``scope``)::
+
+        L_DL   = L_Dice * (1 + L_Dist * (alpha - 1))                          (eq 1)
+        L_Dice = 1 - (2 TP + eps) / (2 TP + FP + FN + eps)                    (eq 2, corrected)
+        L_Dist = sum(ND * p * (1 - t)) / (sum(p * (1 - t)) + eps_dist)        (eq 3)
+
+    with soft ``TP = sum p t``, ``FP = sum p (1-t)``, ``FN = sum (1-p) t``. Seed 003's eq 2 prints
+    ``2TP / (2TP + FP + FN)``, the Dice *coefficient*, which a minimiser would drive to zero
+    overlap; it is read as the Dice loss ``1 - Dice`` (``LOSSES.md``), smoothed with ``eps`` = 1
+    as the catalog's Dice. Eq 3 averages ND over the false-positive pixels; with soft predictions
+    that is the FP-weighted mean of ND, so ``L_Dist`` is in [0, 1] and ``alpha`` scales the Dice
+    loss between 1 (no false positive, or all next to cracks) and ``alpha`` (all far away).
+    ``eps_dist`` only guards ``sum p (1-t) = 0`` (then ``L_Dist = 0``); it is not in the paper.
+
+    ND, the normalised distance: the exact EDT of every pixel to the nearest crack pixel of its
+    image (:func:`fastseg.edt.edt` of ``t > 0.5``, ``to="foreground"``) divided by the largest
+    such distance in that image and channel; an image without crack pixels has ND = 1 everywhere
+    (see :func:`normalized_distance`). No gradient flows through ND.
+
+    Args:
+        input: logits (or probabilities with ``from_logits=False``), ``[B, C, *spatial]``.
+        target: ``[B, C, *spatial]`` or ``[B, *spatial]`` (C = 1), values in [0, 1].
+        alpha: weight of far false positives, >= 0 (paper: 4; 1 gives the Dice loss).
+        eps: Dice smoothing (catalog default 1).
+        eps_dist: > 0, added to the denominator of ``L_Dist``.
+        distance: optional precomputed ``edt(t > 0.5, to="foreground")`` (the raw EDT; it is
+            normalised here).
+        scope: ``"image"`` (per image and channel) or ``"batch"`` (per channel over the batch).
+        reduction: ``"mean"``/``"sum"`` over groups, or ``"none"`` (``[B, C]`` or ``[C]``).
+        ignore: mask (nonzero = ignored) or ignore_index value in ``target``.
+    """
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore)
+    check_scope_reduction(scope, reduction)
+    alpha = check_number("alpha", alpha, low=0.0)
+    eps = check_number("eps", eps, low=0.0)
+    eps_dist = check_number("eps_dist", eps_dist, low=0.0, low_open=True)
+
+    p, _, _ = log_probs(checked.input, from_logits)
+    t = checked.target
+    crack = t > 0.5
+    valid = _valid_bool(checked)
+    with torch.no_grad():
+        d = _check_distance(distance, checked, p.dtype)
+        if d is None:
+            d = edt(crack, to="foreground", dtype=p.dtype)
+        nd = normalized_distance(d, crack, valid)
+
+    tp, fp, fn = soft_confusion(p, checked, scope)
+    dice_loss = 1 - (2 * tp + eps) / (2 * tp + fp + fn + eps)
+    dist = group_sum(nd * p * (1 - t), checked, scope) / (fp + eps_dist)
+    return reduce_groups(dice_loss * (1 + dist * (alpha - 1)), reduction)
+
+
+def hausdorff_dt(
+    input: Tensor,
+    target: Tensor,
+    *,
+    alpha: float = 2.0,
+    distance: Tensor | None = None,
+    from_logits: bool = True,
+    reduction: str = "mean",
+    ignore=None,
+    weight: Tensor | None = None,
+) -> Tensor:
+    """Hausdorff distance-transform loss of Karimi and Salcudean 2019 (survey 004 M).
+
+    ``L = mean over pixels of (p - t)^2 * (d_t^alpha + d_p^alpha)``, alpha = 2, where ``d_t`` and
+    ``d_p`` are the distance maps of the ground truth (``t > 0.5``) and of the thresholded
+    prediction (``p > 0.5``): for every pixel the distance to the nearest pixel of the other class
+    (:func:`fastseg.edt.boundary_field`; 0 everywhere in an image holding a single class). This is
+    MONAI's ``HausdorffDTLoss`` (``sigmoid=True`` for logits, ``include_background=True`` when
+    C > 1, since every channel is its own binary problem here): with no ignore and no
+    weight, ``reduction="mean"`` equals MONAI's (the mean over pixels of equal-sized images is the
+    mean of MONAI's per-image means). Here the mean runs over the valid pixels of the batch,
+    ``"sum"`` adds the per-pixel terms (MONAI's ``"sum"`` adds per-image means instead) and
+    ``"none"`` returns them.
+
+    Args:
+        alpha: exponent of the distances, >= 0 (paper and MONAI: 2).
+        distance: optional precomputed ``d_t = boundary_field(t > 0.5)`` (not raised to alpha).
+        weight: per-pixel weights of the terms.
+        (others as in :func:`distance_loss`.)
+    """
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
+    check_choice("reduction", reduction, REDUCTIONS)
+    alpha = check_number("alpha", alpha, low=0.0)
+
+    p, _, _ = log_probs(checked.input, from_logits)
+    t = checked.target
+    with torch.no_grad():
+        d_t = _check_distance(distance, checked, p.dtype)
+        if d_t is None:
+            d_t = boundary_field(t > 0.5, dtype=p.dtype)
+        d_p = boundary_field(_predicted_mask(p, checked), dtype=p.dtype)
+        penalty = d_t**alpha + d_p**alpha
+    return reduce_pointwise((p - t) ** 2 * penalty, checked, reduction)
+
+
+def distance_map_ce(
+    input: Tensor,
+    target: Tensor,
+    *,
+    distance: Tensor | None = None,
+    from_logits: bool = True,
+    reduction: str = "mean",
+    ignore=None,
+    weight: Tensor | None = None,
+) -> Tensor:
+    """Distance-map-penalised cross entropy of Caliva et al. 2019 (survey 004 L).
+
+    ``L = mean over pixels of (1 + Phi) * CE``, ``CE = -[t log p + (1-t) log(1-p)]``.
+
+    Caliva et al. derive ``Phi`` from the distance transform of the ground truth, inverted so the
+    penalty is largest at the object boundary, the hard region. Their abstract leaves the exact
+    map open; this follows the widely used public form (JunMa11/SegLoss,
+    ``compute_edts_forPenalizedLoss``): per image and channel, with ``field`` the distance of every
+    pixel to the nearest pixel of the other class (:func:`fastseg.edt.boundary_field` of
+    ``t > 0.5``), ``Phi = (M_fg - field) / M_fg`` on crack pixels and ``(M_bg - field) / M_bg``
+    on background, ``M`` the class's largest field value (:func:`inverted_boundary_distance`).
+    So the weight ``1 + Phi`` is near 2 at the crack boundary and 1 at the farthest pixel of each
+    class. Crack-free and all-crack images have no boundary: ``Phi = 0`` (plain CE).
+
+    Args:
+        distance: optional precomputed ``boundary_field(t > 0.5)`` (raw; inverted here).
+        (others as in :func:`hausdorff_dt`.)
+    """
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
+    check_choice("reduction", reduction, REDUCTIONS)
+
+    p, ce = _probs_and_ce(checked, from_logits)
+    crack = checked.target > 0.5
+    with torch.no_grad():
+        field = _check_distance(distance, checked, p.dtype)
+        if field is None:
+            field = boundary_field(crack, dtype=p.dtype)
+        phi = inverted_boundary_distance(field, crack, _valid_bool(checked))
+    return reduce_pointwise((1 + phi) * ce, checked, reduction)
+
+
+def shape_aware(
+    input: Tensor,
+    target: Tensor,
+    *,
+    distance: Tensor | None = None,
+    from_logits: bool = True,
+    reduction: str = "mean",
+    ignore=None,
+    weight: Tensor | None = None,
+) -> Tensor:
+    """Shape-aware loss (Hayder et al.; survey 004 I): CE weighted by a boundary distance.
+
+    The survey writes ``L = sum_i CE - sum_i E_i CE`` with the log-likelihood sign convention,
+    i.e. ``sum_i (1 + E_i) CE_i``, and describes ``E`` as "the average point to curve Euclidean
+    distance among points around curve of predicted segmentation to the ground truth". Taken
+    literally, per image and channel::
+
+        E = mean over predicted boundary pixels of their distance to the nearest GT boundary pixel
+        L = mean over pixels of (1 + E) * CE,      CE = -[t log p + (1-t) log(1-p)]
+
+    Boundaries are :func:`fastseg.edt.inner_boundary` of ``p > 0.5`` (no gradient) and of
+    ``t > 0.5``: foreground pixels with a background face neighbour. A perfect prediction has
+    ``E = 0`` (plain CE); no predicted boundary also gives ``E = 0``. A prediction with a
+    boundary in an image whose ground truth has none (crack-free) is measured against an empty
+    curve: the EDT's documented fill, the image diagonal (:func:`fastseg.edt.empty_fill`), so
+    false cracks on a clean tile weigh heavily but finitely. ``E`` carries no gradient.
+
+    Args:
+        distance: optional precomputed ``edt(inner_boundary(t > 0.5), to="foreground")`` (the
+            distance of every pixel to the nearest ground-truth boundary pixel).
+        (others as in :func:`hausdorff_dt`.)
+    """
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
+    check_choice("reduction", reduction, REDUCTIONS)
+
+    p, ce = _probs_and_ce(checked, from_logits)
+    with torch.no_grad():
+        d = _check_distance(distance, checked, p.dtype)
+        if d is None:
+            d = edt(inner_boundary(checked.target > 0.5), to="foreground", dtype=p.dtype)
+        pred_boundary = inner_boundary(_predicted_mask(p, checked)) & _valid_bool(checked)
+        spatial = _spatial(d)
+        count = pred_boundary.sum(dim=spatial, keepdim=True).to(p.dtype)
+        e = masked(d * pred_boundary, checked).sum(dim=spatial, keepdim=True) / count.clamp_min(1)
+    return reduce_pointwise((1 + e) * ce, checked, reduction)

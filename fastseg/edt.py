@@ -1,0 +1,241 @@
+"""Exact Euclidean distance transforms of batches of masks, and the distance maps losses read.
+
+- :func:`edt`: for every pixel of every image (and channel) of a batch ``[B, C, *spatial]``, the
+  Euclidean distance to the nearest pixel of a target set (the mask's foreground or background).
+  Exact: it equals ``scipy.ndimage.distance_transform_edt`` (squared distances are integers for
+  unit spacing and equal SciPy's exactly).
+- :func:`boundary_field`: the two-sided distance map of MONAI's ``HausdorffDTLoss`` (distance of
+  every pixel to the nearest pixel of the other class), read by the Hausdorff-DT and the
+  distance-map-penalised CE losses.
+- :func:`inner_boundary`: the foreground pixels that touch the background, read by the
+  shape-aware loss.
+
+Backends. CPU tensors run SciPy's exact feature transform image by image. CUDA tensors are, for
+now, copied to the CPU, transformed and copied back (:func:`_edt_cuda`); the Triton kernel
+(Felzenszwalb and Huttenlocher's separable lower envelope, ``fastseg.kernels.edt``) slots in
+there in a later issue. Both backends share one contract: ``[N, *spatial]`` bool target sets in,
+the distances (or their squares) out in the requested dtype, :func:`empty_fill` for images
+without any target pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Real
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor
+
+from ._checks import check_choice
+
+__all__ = ["edt", "boundary_field", "inner_boundary", "empty_fill"]
+
+TARGETS = ("foreground", "background")
+
+
+# --------------------------------------------------------------------------------------- checks
+
+
+def _check_mask(mask) -> Tensor:
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"mask must be a torch.Tensor; got {type(mask).__name__}")
+    if mask.is_complex():
+        raise TypeError(f"mask must be bool, integer or floating; got dtype {mask.dtype}")
+    if mask.ndim not in (3, 4, 5):
+        raise ValueError(
+            "mask must have shape [B, C, *spatial] with 1 to 3 spatial dims "
+            f"(unsqueeze a [B, H, W] mask to [B, 1, H, W]); got shape {tuple(mask.shape)}"
+        )
+    return mask
+
+
+def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
+    """``None`` (unit spacing), one positive number, or one positive number per spatial axis."""
+    if spacing is None:
+        return (1.0,) * ndim
+    if isinstance(spacing, Real) and not isinstance(spacing, bool):
+        values = (spacing,) * ndim
+    elif isinstance(spacing, Sequence) and not isinstance(spacing, str):
+        values = tuple(spacing)
+        if len(values) != ndim:
+            raise ValueError(f"spacing must have one value per spatial axis ({ndim}); got {len(values)} values")
+    else:
+        raise TypeError(f"spacing must be None, a number or a sequence of numbers; got {type(spacing).__name__}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, Real):
+            raise TypeError(f"spacing values must be real numbers; got {type(v).__name__}")
+        v = float(v)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"spacing values must be finite and > 0; got {v}")
+        out.append(v)
+    return tuple(out)
+
+
+def empty_fill(spatial_shape: Sequence[int], spacing=None, *, squared: bool = False) -> float:
+    """The distance :func:`edt` gives every pixel of an image without any target pixel.
+
+    It is the length of the image's bounding-box diagonal, ``sqrt(sum((n_i * s_i)^2))`` (its
+    square with ``squared=True``): finite, and larger than any distance inside the image (the
+    largest is ``sqrt(sum(((n_i - 1) s_i)^2))``), so "no target anywhere" reads as "farther than
+    anything". Normalising by the per-image maximum then gives 1 everywhere, which is
+    ``LOSSES.md``'s rule for crack-free images in the distance-based loss.
+    """
+    spacing = _check_spacing(spacing, len(spatial_shape))
+    sq = sum((n * s) ** 2 for n, s in zip(spatial_shape, spacing))
+    return float(sq) if squared else math.sqrt(sq)
+
+
+# ------------------------------------------------------------------------------------- backends
+
+
+def _edt_cpu(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype: torch.dtype) -> Tensor:
+    """EDT of each image of ``target`` (bool ``[N, *spatial]``, True = target set), on the CPU.
+
+    SciPy's feature transform gives, per pixel, the index of the nearest target pixel; the squared
+    distance is summed from the index differences as SciPy does before its square root: in
+    integers for unit spacing (exact), in float64 axis by axis otherwise. So ``sqrt`` of it is
+    bit-identical to SciPy's distances. Images without a target pixel get :func:`empty_fill`.
+    """
+    masks = target.cpu().numpy()
+    spatial = masks.shape[1:]
+    out = np.empty(masks.shape, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    unit = all(s == 1.0 for s in spacing)
+    # Integer squared distances need int64 once they can pass 2**31.
+    int_dtype = np.int64 if sum((n - 1) ** 2 for n in spatial) >= 2**31 else np.int32
+    grids = [
+        np.arange(n, dtype=int_dtype).reshape([-1 if a == axis else 1 for a in range(len(spatial))])
+        for axis, n in enumerate(spatial)
+    ]
+    fill = empty_fill(spatial, spacing, squared=squared)
+    for i, mask in enumerate(masks):
+        if not mask.any():
+            out[i] = fill
+            continue
+        if mask.all():
+            out[i] = 0
+            continue
+        # SciPy measures the distance to the nearest ZERO: feed it the complement of the target set.
+        sampling = None if unit else spacing
+        ft = ndimage.distance_transform_edt(~mask, sampling=sampling, return_distances=False, return_indices=True)
+        sq = None
+        for axis, grid in enumerate(grids):
+            diff = ft[axis].astype(int_dtype) - grid if unit else (ft[axis] - grid).astype(np.float64) * spacing[axis]
+            sq = diff * diff if sq is None else sq + diff * diff
+        if squared:
+            out[i] = sq
+        else:
+            out[i] = np.sqrt(sq, dtype=np.float64)
+    return torch.from_numpy(out).to(dtype)
+
+
+def _edt_cuda(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype: torch.dtype) -> Tensor:
+    """CUDA backend, for now a round trip through :func:`_edt_cpu`.
+
+    A later issue replaces the body by the Triton kernel ``fastseg.kernels.edt.edt_squared`` (the
+    separable lower envelope of Felzenszwalb and Huttenlocher), with the same contract as
+    :func:`_edt_cpu`, so distance maps never leave the GPU.
+    """
+    return _edt_cpu(target, spacing, squared, dtype).to(target.device)
+
+
+# ----------------------------------------------------------------------------------- public API
+
+
+def edt(
+    mask: Tensor,
+    *,
+    squared: bool = False,
+    spacing=None,
+    to: str = "foreground",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Exact Euclidean distance transform of every image and channel of a batch.
+
+    ``out[b, c, x] = min over pixels q of the target set of image (b, c) of |x - q|``, with
+    ``|v| = sqrt(sum_i (v_i s_i)^2)`` for the spacing ``s``. ``to="foreground"`` measures the
+    distance to the nearest nonzero pixel of ``mask`` (0 on the mask's pixels: the distance of every
+    pixel to the nearest crack); ``to="background"`` to the nearest zero pixel (0 off the mask:
+    SciPy's ``distance_transform_edt(mask)`` convention).
+
+    Args:
+        mask: ``[B, C, *spatial]`` with 1 to 3 spatial dims (2-D and 3-D images; a ``[B, H, W]``
+            mask must be unsqueezed to ``[B, 1, H, W]`` first: the layout is never guessed).
+            bool, integer or floating; nonzero = foreground (threshold soft masks yourself,
+            e.g. ``t > 0.5``).
+        squared: return squared distances (exact integers for unit spacing, below ``2**24`` in
+            float32, i.e. for distances below 4096 pixels; use ``dtype=torch.float64`` beyond).
+        spacing: ``None`` (unit), a number, or one positive number per spatial axis.
+        to: ``"foreground"`` or ``"background"``: which set the distance is measured to.
+        dtype: floating dtype of the result (default float32).
+
+    Returns:
+        A tensor of ``mask``'s shape in ``dtype`` on ``mask``'s device; no gradient. Images without
+        any pixel of the ``to`` set get :func:`empty_fill` everywhere (the image diagonal, larger
+        than any distance inside the image; squared with ``squared=True``).
+
+    CPU tensors use SciPy (one exact feature transform per image); CUDA tensors are copied to the
+    CPU and back for now, until the Triton kernel replaces :func:`_edt_cuda`.
+    """
+    mask = _check_mask(mask)
+    check_choice("to", to, TARGETS)
+    if not isinstance(squared, bool):
+        raise TypeError(f"squared must be a bool; got {type(squared).__name__}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
+    spatial = tuple(mask.shape[2:])
+    spacing = _check_spacing(spacing, len(spatial))
+    if mask.numel() == 0:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+
+    with torch.no_grad():
+        fg = mask != 0
+        target = (fg if to == "foreground" else ~fg).reshape(-1, *spatial)
+        backend = _edt_cuda if target.is_cuda else _edt_cpu
+        return backend(target, spacing, squared, dtype).reshape(mask.shape)
+
+
+def inner_boundary(mask: Tensor) -> Tensor:
+    """The foreground pixels with a background neighbour, as a bool tensor of ``mask``'s shape.
+
+    Neighbours are the ``2 * ndim`` face neighbours (4-connectivity in 2-D, 6 in 3-D). Pixels
+    outside the image do not count as background: the image border is not an object boundary, so
+    an all-foreground image has no boundary. Equals
+    ``mask & ~scipy.ndimage.binary_erosion(mask, generate_binary_structure(ndim, 1), border_value=1)``.
+    ``mask`` is ``[B, C, *spatial]``, nonzero = foreground.
+    """
+    mask = _check_mask(mask)
+    fg = mask != 0
+    interior = fg.clone()
+    for axis in range(2, fg.ndim):
+        n = fg.shape[axis]
+        if n == 1:
+            continue
+        # Replicate the edge so the outside never counts as background.
+        before = torch.cat([fg.narrow(axis, 0, 1), fg.narrow(axis, 0, n - 1)], dim=axis)
+        after = torch.cat([fg.narrow(axis, 1, n - 1), fg.narrow(axis, n - 1, 1)], dim=axis)
+        interior &= before & after
+    return fg & ~interior
+
+
+def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Two-sided distance map: each pixel's distance to the nearest pixel of the other class.
+
+    ``field = edt(mask, to="background") + edt(mask, to="foreground")``: on a foreground pixel the
+    distance to the nearest background pixel, on a background pixel the distance to the nearest
+    foreground pixel (so it is >= 1 everywhere for unit spacing). Images that hold only one class
+    (no boundary) get 0 everywhere. This is MONAI's ``HausdorffDTLoss.distance_field`` (Karimi and
+    Salcudean 2019), computed on the mask's device. ``mask`` is ``[B, C, *spatial]``, nonzero =
+    foreground (threshold soft masks yourself).
+    """
+    mask = _check_mask(mask)
+    fg = mask != 0
+    inside = edt(fg, to="background", spacing=spacing, dtype=dtype)
+    outside = edt(fg, to="foreground", spacing=spacing, dtype=dtype)
+    field = inside + outside
+    spatial = tuple(range(2, fg.ndim))
+    two_classes = fg.any(dim=spatial, keepdim=True) & (~fg).any(dim=spatial, keepdim=True)
+    return torch.where(two_classes, field, torch.zeros((), dtype=dtype, device=field.device))

@@ -1,0 +1,184 @@
+"""fastseg.edt against SciPy (exactly), MONAI's distance field and SciPy's binary erosion."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+from conftest import requires_cuda
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from fastseg.edt import boundary_field, edt, empty_fill, inner_boundary
+
+
+def scipy_edt(masks: np.ndarray, to: str, spacing=None) -> tuple[np.ndarray, np.ndarray]:
+    """SciPy's distances and exact squared distances for each image of ``[N, C, *spatial]``.
+
+    The squared distance comes from SciPy's nearest-pixel indices (no square-root round trip).
+    Images without a pixel of the target set get NaN (checked separately).
+    """
+    dist = np.full(masks.shape, np.nan)
+    sq = np.full(masks.shape, np.nan)
+    spatial = masks.shape[2:]
+    grid = np.indices(spatial)
+    s = spacing if spacing is not None else (1.0,) * len(spatial)
+    for idx in np.ndindex(*masks.shape[:2]):
+        fg = masks[idx] != 0
+        target = fg if to == "foreground" else ~fg
+        if not target.any():
+            continue
+        # SciPy: distance of every nonzero input pixel to the nearest zero -> zeros = target set.
+        d, ft = ndi.distance_transform_edt(~target, sampling=spacing, return_indices=True)
+        dist[idx] = d
+        sq[idx] = sum(((grid[a] - ft[a]) * s[a]) ** 2 for a in range(len(spatial)))
+    return dist, sq
+
+
+def assert_equals_scipy(mask: torch.Tensor, spacing=None):
+    for to in ("foreground", "background"):
+        want, want_sq = scipy_edt(mask.numpy(), to, spacing)
+        got = edt(mask, to=to, spacing=spacing, dtype=torch.float64).numpy()
+        got_sq = edt(mask, to=to, spacing=spacing, squared=True, dtype=torch.float64).numpy()
+        got32 = edt(mask, to=to, spacing=spacing).numpy()
+        ok = ~np.isnan(want)
+        assert np.array_equal(got[ok], want[ok]), f"to={to}: max err {np.abs(got[ok] - want[ok]).max()}"
+        assert np.array_equal(got32[ok], want[ok].astype(np.float32))
+        if spacing is None:
+            assert np.array_equal(got_sq[ok], want_sq[ok])
+            assert np.array_equal(got_sq[ok], np.round(got_sq[ok])), "squared distances are integers"
+        else:
+            np.testing.assert_allclose(got_sq[ok], want_sq[ok], rtol=1e-13, atol=0)
+
+
+def _random(shape, density, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g) < density
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 3, 17, 23), (2, 1, 1, 19), (2, 1, 19, 1), (1, 1, 1, 1), (2, 2, 6, 5, 7), (3, 1, 30)],
+    ids=["2d", "1xN", "Nx1", "1x1", "3d", "1d"],
+)
+def test_random_masks_equal_scipy(shape):
+    assert_equals_scipy(_random(shape, 0.1))
+
+
+def test_special_masks_equal_scipy():
+    h, w = 15, 21
+    m = torch.zeros(6, 1, h, w, dtype=torch.uint8)
+    m[1] = 1  # full
+    m[2, 0, 7, 10] = 1  # single pixel
+    m[3, 0, :, 0] = 1  # vertical line on the border
+    m[4, 0, 3, :] = 1  # horizontal line
+    m[5, 0, torch.arange(h), torch.arange(h)] = 1  # diagonal
+    assert_equals_scipy(m)
+
+
+@pytest.mark.parametrize("spacing", [(0.5, 2.0), (3.0, 1.0), (1.5, 0.7, 2.0), 2.5])
+def test_anisotropic_spacing_equals_scipy(spacing):
+    shape = (2, 1, 9, 11) if not isinstance(spacing, tuple) or len(spacing) == 2 else (2, 1, 5, 6, 7)
+    nd = len(shape) - 2
+    sampling = (spacing,) * nd if not isinstance(spacing, tuple) else spacing
+    mask = _random(shape, 0.08, seed=3)
+    assert_equals_scipy(mask, sampling)
+    # A single number means the same spacing on every axis.
+    assert torch.equal(edt(mask, spacing=spacing), edt(mask, spacing=sampling))
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.bool_, st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 9), st.integers(1, 9))))
+def test_hypothesis_masks_equal_scipy(masks):
+    assert_equals_scipy(torch.from_numpy(masks))
+
+
+def test_empty_images_get_the_diagonal():
+    # Hand values: a 3 x 4 image's bounding-box diagonal is 5; with spacing (2, 1) it is sqrt(36 + 16).
+    mask = torch.zeros(2, 1, 3, 4, dtype=torch.bool)
+    mask[1, 0, 1, 1] = True
+    d = edt(mask)
+    assert torch.all(d[0] == 5.0)
+    assert torch.all(edt(mask, squared=True)[0] == 25.0)
+    assert torch.allclose(edt(mask, spacing=(2.0, 1.0))[0], torch.tensor(math.sqrt(52.0)))
+    assert empty_fill((3, 4)) == 5.0 and empty_fill((3, 4), squared=True) == 25.0
+    # The fill exceeds every distance inside any image of that size.
+    assert float(d[1].max()) < 5.0
+    # A full image measured to the background is empty too.
+    assert torch.all(edt(torch.ones(1, 1, 3, 4), to="background") == 5.0)
+
+
+def test_mask_dtypes_and_values():
+    m = _random((2, 1, 8, 9), 0.2, seed=5)
+    want = edt(m)
+    assert torch.equal(edt(m.to(torch.uint8)), want)
+    assert torch.equal(edt(m.float() * 0.3), want), "any nonzero value is foreground"
+    assert edt(m).dtype == torch.float32 and edt(m, dtype=torch.float64).dtype == torch.float64
+    assert edt(m, dtype=torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_large_squared_distances_are_exact_in_float64():
+    # One pixel at the start of a 1 x 4200 line (and a 2-D corner case): the squared distances pass
+    # 2**24, where float32 stops holding every integer; float64 output keeps them exact.
+    line = torch.zeros(1, 1, 1, 4200, dtype=torch.bool)
+    line[..., 0] = True
+    d = edt(line, squared=True, dtype=torch.float64)
+    assert d[0, 0, 0, -1].item() == 4199**2 and 4199**2 > 2**24
+    assert torch.equal(d[0, 0, 0], torch.arange(4200, dtype=torch.float64) ** 2)
+    corner = torch.zeros(1, 1, 40, 3000, dtype=torch.bool)
+    corner[0, 0, 0, 0] = True
+    assert edt(corner, squared=True, dtype=torch.float64)[0, 0, -1, -1].item() == 39**2 + 2999**2
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="to"):
+        edt(torch.zeros(1, 1, 3, 3), to="crack")
+    with pytest.raises(ValueError, match=r"\[B, C, \*spatial\]"):
+        edt(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="spacing"):
+        edt(torch.zeros(1, 1, 3, 3), spacing=(1.0, 0.0))
+    with pytest.raises(ValueError, match="spacing"):
+        edt(torch.zeros(1, 1, 3, 3), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(TypeError, match="mask"):
+        edt(np.zeros((1, 1, 3, 3)))
+    with pytest.raises(TypeError, match="dtype"):
+        edt(torch.zeros(1, 1, 3, 3), dtype=torch.int32)
+
+
+def test_boundary_field_equals_monai_distance_field():
+    from monai.losses import HausdorffDTLoss
+
+    m = _random((4, 1, 13, 17), 0.15, seed=7).float()
+    m[2] = 0  # single class: MONAI gives 0
+    m[3] = 1
+    want = HausdorffDTLoss().distance_field(m)
+    got = boundary_field(m)
+    assert torch.equal(got, want.float())
+    assert torch.all(got[2:] == 0)
+
+
+def test_inner_boundary_equals_scipy_erosion():
+    m = _random((3, 2, 11, 14), 0.5, seed=11)
+    m[0, 0] = True  # full image: the border is not a boundary
+    struct = ndi.generate_binary_structure(2, 1)
+    got = inner_boundary(m).numpy()
+    for idx in np.ndindex(*m.shape[:2]):
+        mask = m[idx].numpy()
+        want = mask & ~ndi.binary_erosion(mask, struct, border_value=1)
+        assert np.array_equal(got[idx], want)
+    assert not got[0, 0].any()
+    m3 = _random((1, 1, 5, 6, 7), 0.6, seed=2)
+    cube = m3[0, 0].numpy()
+    want3 = cube & ~ndi.binary_erosion(cube, ndi.generate_binary_structure(3, 1), border_value=1)
+    assert np.array_equal(inner_boundary(m3)[0, 0].numpy(), want3)
+
+
+@requires_cuda
+def test_cuda_tensors_round_trip():
+    m = _random((2, 1, 33, 47), 0.05, seed=1)
+    got = edt(m.cuda(), squared=True)
+    assert got.is_cuda
+    want, want_sq = scipy_edt(m.numpy(), "foreground")
+    assert np.array_equal(got.cpu().double().numpy(), want_sq)
