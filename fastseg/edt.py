@@ -10,10 +10,9 @@
 - :func:`inner_boundary`: the foreground pixels that touch the background, read by the
   shape-aware loss.
 
-Backends. CPU tensors run SciPy's exact feature transform image by image. CUDA tensors are, for
-now, copied to the CPU, transformed and copied back (:func:`_edt_cuda`); the Triton kernel
-(Felzenszwalb and Huttenlocher's separable lower envelope, ``fastseg.kernels.edt``) slots in
-there in a later issue. Both backends share one contract: ``[N, *spatial]`` bool target sets in,
+Backends. CPU tensors run SciPy's exact feature transform image by image. CUDA tensors run the
+Triton kernel (Felzenszwalb and Huttenlocher's separable lower envelope, ``fastseg.kernels.edt``),
+one launch per axis for the whole batch, without leaving the GPU. Both backends share one contract: ``[N, *spatial]`` bool target sets in,
 the distances (or their squares) out in the requested dtype, :func:`empty_fill` for images
 without any target pixel.
 """
@@ -132,14 +131,25 @@ def _edt_cpu(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype: t
     return torch.from_numpy(out).to(dtype)
 
 
-def _edt_cuda(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype: torch.dtype) -> Tensor:
-    """CUDA backend, for now a round trip through :func:`_edt_cpu`.
+def _edt_triton(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype: torch.dtype) -> Tensor:
+    """Triton backend: ``fastseg.kernels.edt.edt_squared``, one launch per axis for the batch.
 
-    A later issue replaces the body by the Triton kernel ``fastseg.kernels.edt.edt_squared`` (the
-    separable lower envelope of Felzenszwalb and Huttenlocher), with the same contract as
-    :func:`_edt_cpu`, so distance maps never leave the GPU.
+    The kernel works in float32, exact for squared distances below ``2**24`` (4096 pixels).
+    The square root is taken in float64 and rounded once to ``dtype``, as SciPy's result is.
+    No host synchronisation.
     """
-    return _edt_cpu(target, spacing, squared, dtype).to(target.device)
+    from .kernels.edt import edt_squared
+
+    spatial = tuple(target.shape[1:])
+    squares = edt_squared(target, spacing)
+    fill = empty_fill(spatial, spacing, squared=True)
+    squares = torch.where(torch.isinf(squares), torch.full((), fill, device=squares.device), squares)
+    if squared:
+        return squares.to(dtype)
+    return squares.double().sqrt().to(dtype)
+
+
+BACKENDS = ("auto", "triton", "scipy")
 
 
 # ----------------------------------------------------------------------------------- public API
@@ -152,6 +162,7 @@ def edt(
     spacing=None,
     to: str = "foreground",
     dtype: torch.dtype = torch.float32,
+    backend: str = "auto",
 ) -> Tensor:
     """Exact Euclidean distance transform of every image and channel of a batch.
 
@@ -171,17 +182,21 @@ def edt(
         spacing: ``None`` (unit), a number, or one positive number per spatial axis.
         to: ``"foreground"`` or ``"background"``: which set the distance is measured to.
         dtype: floating dtype of the result (default float32).
+        backend: ``"auto"`` (Triton for CUDA tensors, SciPy for CPU tensors), ``"triton"`` (on CPU
+            tensors it runs under ``TRITON_INTERPRET=1``) or ``"scipy"`` (CUDA tensors make a round
+            trip through the CPU).
 
     Returns:
         A tensor of ``mask``'s shape in ``dtype`` on ``mask``'s device; no gradient. Images without
         any pixel of the ``to`` set get :func:`empty_fill` everywhere (the image diagonal, larger
         than any distance inside the image; squared with ``squared=True``).
 
-    CPU tensors use SciPy (one exact feature transform per image); CUDA tensors are copied to the
-    CPU and back for now, until the Triton kernel replaces :func:`_edt_cuda`.
+    CPU tensors use SciPy (one exact feature transform per image); CUDA tensors use the Triton
+    kernel (Felzenszwalb-Huttenlocher lower envelope, one launch per axis for the whole batch).
     """
     mask = _check_mask(mask)
     check_choice("to", to, TARGETS)
+    check_choice("backend", backend, BACKENDS)
     if not isinstance(squared, bool):
         raise TypeError(f"squared must be a bool; got {type(squared).__name__}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -194,8 +209,9 @@ def edt(
     with torch.no_grad():
         fg = mask != 0
         target = (fg if to == "foreground" else ~fg).reshape(-1, *spatial)
-        backend = _edt_cuda if target.is_cuda else _edt_cpu
-        return backend(target, spacing, squared, dtype).reshape(mask.shape)
+        use_triton = backend == "triton" or (backend == "auto" and target.is_cuda)
+        run = _edt_triton if use_triton else _edt_cpu
+        return run(target, spacing, squared, dtype).to(mask.device).reshape(mask.shape)
 
 
 def inner_boundary(mask: Tensor) -> Tensor:

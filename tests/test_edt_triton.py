@@ -97,3 +97,22 @@ def test_spacing_length_is_checked():
 def test_cuda_large_batch_equals_scipy():
     masks = _masks((4, 256, 320), 0.01, seed=7)
     assert_matches_scipy(masks, (1.0, 1.0), "cuda")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("to", ["foreground", "background"])
+def test_public_edt_triton_backend_equals_scipy(to, device):
+    from fastseg.edt import edt
+
+    masks = _masks((2, 2, 9, 13), 0.1, seed=11)
+    masks[0, 1] = to == "background"  # one image without any pixel of the `to` set
+    got = edt(masks.to(device), to=to, backend="triton").cpu()
+    for b in range(2):
+        for c in range(2):
+            target_set = masks[b, c] if to == "foreground" else ~masks[b, c]
+            if not target_set.any():
+                diagonal = (9**2 + 13**2) ** 0.5
+                assert torch.all(got[b, c] == torch.tensor(diagonal, dtype=torch.float32))
+                continue
+            want = ndi.distance_transform_edt(~target_set.numpy())
+            assert np.array_equal(got[b, c].numpy(), want.astype(np.float32))
