@@ -1,0 +1,487 @@
+"""The kernel compile gate: ahead-of-time compile every fused-loss kernel specialisation, no GPU needed.
+
+``python -m fastseg kernels [--json]`` (or ``python -m fastseg.kernel_report``) compiles, for sm_80
+and sm_90, each kernel specialisation that the loss catalog uses (the quantity set and
+:class:`~fastseg.engine.spec.TermParams` of every loss of ``LOSSES.md``, logits fp32/fp16/bf16,
+uint8/float targets, with and without an ignore mask and a weight map) with
+``triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", cc, 32))``,
+then reads each cubin's resource usage with ``cuobjdump --dump-resource-usage`` (the binary ships
+in the triton wheel, ``triton/backends/nvidia/bin``) and reports, per kernel, registers per
+thread, spilled bytes (the ``STACK`` frame plus ``LOCAL`` memory: both 0 when nothing spills),
+static shared memory (cuobjdump ``SHARED``, column ``smem``) and the dynamic shared memory the
+launch requests (triton's ``metadata.shared``, column ``dsmem``: the reduction scratch). The gate passes (exit status 0) only when no kernel spills.
+
+What gets compiled: the widest tile (2048 lanes, 16 warps) of :func:`fastseg.kernels._utils.block_and_warps`,
+which bounds the per-thread register use of every narrower tile. By default each catalog entry is
+compiled in a covering design: every logits dtype with uint8 targets, plus fp32 logits with
+float targets, an ignore mask and (for losses with pointwise terms) a weight map; ``--full``
+compiles the whole product (logits x targets x mask x weight x atomics). Triton's cache makes
+repeated runs fast. Compilation needs triton's compiler and ``ptxas``/``cuobjdump`` (both in the
+wheel) but no driver and no device; it cannot run under ``TRITON_INTERPRET=1`` (kernels are then
+interpreted functions), so in that case the work runs in a subprocess without the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as futures
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fastseg.engine.spec import Quantity as Q
+from fastseg.engine.spec import TermParams
+from fastseg.kernels._utils import block_and_warps
+
+ARCHS = (80, 90)
+BLOCK, WARPS = block_and_warps(1 << 40)  # the widest tile: it bounds the registers of every narrower one
+LOGITS = ("fp32", "fp16", "bf16")
+TARGETS = ("u8", "fp32")
+
+_DICE = (Q.TP, Q.SUM_P, Q.SUM_T)
+_CE = (Q.FG_CE, Q.BG_CE, Q.COUNT)
+_EL = (Q.EL_FG, Q.EL_BG, Q.COUNT)
+_DIBE = (Q.DIBE_FG, Q.DIBE_BG, Q.COUNT)
+
+CATALOG: tuple[tuple[str, tuple[int, ...], TermParams], ...] = (
+    # pointwise (weighted, balanced and adaptive WCE weight the same two sums in the epilogue)
+    ("bce", _CE, TermParams()),
+    ("focal", _CE, TermParams(g_fg=2.0, g_bg=2.0)),
+    ("asymmetric_focal", _CE, TermParams(g_bg=2.0)),
+    ("asymmetric_margin", _CE, TermParams(m=0.5)),
+    ("asymmetric_focal_margin", _CE, TermParams(m=0.5, g_bg=2.0)),
+    ("focal_margin", _CE, TermParams(g_fg=2.0, m=0.5, g_bg=2.0)),
+    ("el_ce", _EL, TermParams(gce=1.0)),
+    ("el_ce_gce0.3", _EL, TermParams(gce=0.3)),
+    ("dibe_dis", _DIBE, TermParams(dibe_g=2.0, dibe_alpha=0.3, dibe_beta=0.7)),
+    # region (Dice, Jaccard, Tversky, focal Tversky, DIBE_Reg, log-cosh Dice share one set)
+    ("dice", _DICE, TermParams()),
+    ("squared_dice", (Q.TP, Q.SUM_PP, Q.SUM_TT), TermParams()),
+    ("sensitivity_specificity", (Q.SS_FG, Q.SS_BG, Q.SUM_T, Q.COUNT), TermParams()),
+    # compound (BceDice, Combo and Holistic share BCE + Dice sums)
+    ("bce_dice", _CE + _DICE, TermParams()),
+    ("exponential_logarithmic", _EL + _DICE, TermParams(gce=1.0)),
+    ("hybrid_focal", _CE + _DICE, TermParams(g_fg=2.0, g_bg=2.0)),
+    ("hybrid_focal_seed000", _CE + _DICE, TermParams(g_bg=2.0)),
+    ("unified_focal_symmetric", _CE + _DICE, TermParams(g_fg=0.5, g_bg=0.5)),
+    ("unified_focal_asymmetric", _CE + _DICE, TermParams(g_bg=0.5)),
+    ("hybrid_focal_margin", _CE + _DICE, TermParams(m=0.5, g_bg=2.0)),
+    ("hybrid_focal_margin_symmetric", _CE + _DICE, TermParams(g_fg=2.0, m=0.5, g_bg=2.0)),
+    ("dibe", _DIBE + _DICE, TermParams(dibe_g=2.0, dibe_alpha=0.3, dibe_beta=0.7)),
+    # distance
+    ("distance_loss", _DICE + (Q.D_FP,), TermParams()),
+    ("hausdorff_dt", (Q.D_SQERR, Q.COUNT), TermParams()),
+)
+"""(loss, quantity ids in engine order, TermParams) of every catalog entry the kernels serve."""
+
+
+class ToolchainUnavailable(RuntimeError):
+    """Triton's compiler, ptxas or cuobjdump cannot be used on this machine."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compiled specialisation of a kernel (hashable: used to de-duplicate)."""
+
+    kernel: str  # "forward" | "backward" | "reduce"
+    quantities: tuple[int, ...]
+    params: tuple[tuple[str, float], ...]
+    logits: str = "fp32"
+    target: str = "u8"
+    valid: bool = False
+    weight: bool = False
+    atomic: bool = False
+    k: int = 0  # reduce kernel only
+
+
+@dataclass
+class Row:
+    kernel: str
+    losses: list[str]
+    quantities: str
+    params: str
+    logits: str
+    target: str
+    valid: bool
+    weight: bool
+    atomic: bool
+    arch: str
+    block: int
+    warps: int
+    registers: int = -1
+    spill_bytes: int = -1
+    shared_bytes: int = -1
+    dynamic_shared_bytes: int = -1
+    error: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _weighted(quantities) -> bool:
+    from fastseg.kernels.fused_loss import WEIGHTED
+
+    return bool(set(quantities) & WEIGHTED)
+
+
+def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Variant, list[str]]:
+    """Every specialisation to compile (for the given logits dtypes), mapped to the losses using it."""
+    from fastseg.kernels.fused_loss import ZERO_DERIVATIVE, backward_constexprs, forward_constexprs
+
+    out: dict[Variant, list[str]] = {}
+    seen_constexprs: dict[tuple, Variant] = {}
+
+    def add(v: Variant, loss: str) -> None:
+        # Two variants with identical signature and constexprs are one compiled kernel.
+        if v.kernel == "reduce":
+            key = (v.kernel, v.k)
+        else:
+            make = forward_constexprs if v.kernel == "forward" else backward_constexprs
+            kw = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=BLOCK)
+            if v.kernel == "forward":
+                kw["atomic"] = v.atomic
+            ce = make(v.quantities, TermParams(**dict(v.params)), **kw)
+            key = (v.kernel, v.logits, v.target, tuple(sorted(ce.items())))
+        v = seen_constexprs.setdefault(key, v)
+        out.setdefault(v, [])
+        if loss not in out[v]:
+            out[v].append(loss)
+
+    for loss, quantities, params in CATALOG:
+        quantities = tuple(int(k) for k in quantities)
+        prm = tuple(sorted(asdict(params).items()))
+        if full:
+            combos = [
+                (lg, tg, va, we, at)
+                for lg in logits
+                for tg in TARGETS
+                for va in (False, True)
+                for we in ((False, True) if _weighted(quantities) else (False,))
+                for at in (False, True)
+            ]
+        else:
+            first = logits[0]
+            combos = [(lg, "u8", False, False, False) for lg in logits]
+            combos.append((first, "fp32", True, _weighted(quantities), False))
+            combos.append((first, "u8", False, False, True))
+        for lg, tg, va, we, at in combos:
+            add(Variant("forward", quantities, prm, lg, tg, va, we, at), loss)
+            if not at:
+                diff = tuple(k for k in quantities if k not in ZERO_DERIVATIVE)
+                add(Variant("backward", diff, prm, lg, tg, va, we and _weighted(diff)), loss)
+        add(Variant("reduce", (), (), k=len(quantities)), loss)
+    return out
+
+
+def _signature_and_constexprs(v: Variant):
+    """(kernel function, signature dict, constexpr dict) exactly as the launchers would launch it."""
+    from fastseg.kernels import fused_loss as fl
+
+    if v.kernel == "reduce":
+        fn = fl._reduce_partials_kernel
+        ce = {"K": v.k, "KP": 1 << max(0, (v.k - 1).bit_length()), "BLOCK_T": fl.REDUCE_BLOCK_T}
+        ptrs = {"part_ptr": "*fp32", "out_ptr": "*fp32"}
+        warps = 4
+    else:
+        params = TermParams(**dict(v.params))
+        common = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=BLOCK)
+        z = f"*{v.logits}"
+        ptrs = {
+            "z_ptr": z,
+            "t_ptr": f"*{v.target}",
+            "valid_ptr": "*u8" if v.valid else z,
+            "weight_ptr": "*fp32" if v.weight else z,
+            "dist_ptr": "*fp32" if set(v.quantities) & fl.NEEDS_DISTANCE else z,
+        }
+        if v.kernel == "forward":
+            fn = fl._fused_loss_forward_kernel
+            ce = fl.forward_constexprs(v.quantities, params, atomic=v.atomic, **common)
+            ptrs["out_ptr"] = "*fp32"
+        else:
+            fn = fl._fused_loss_backward_kernel
+            ce = fl.backward_constexprs(v.quantities, params, **common)
+            ptrs["c_ptr"] = "*fp32"
+            ptrs["grad_ptr"] = z
+        warps = WARPS
+    signature = {}
+    for name in fn.arg_names:
+        signature[name] = "constexpr" if name in ce else ptrs.get(name, "i32")
+    missing = [name for name in ce if name not in signature]
+    if missing:
+        raise RuntimeError(f"constexprs {missing} are not arguments of {fn.__name__}")
+    return fn, signature, ce, warps
+
+
+def _compile_cubin(fn, signature: dict, constexprs: dict, arch: int, warps: int) -> tuple[bytes, int]:
+    """The cubin of one specialisation and its dynamic shared memory (bytes, from triton's metadata)."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if "constexprs" in inspect.signature(ASTSource.__init__).parameters:  # triton >= 3.3
+        src = ASTSource(fn, signature, constexprs)
+    else:  # triton 3.0-3.2: constexprs are "constants" and not part of the signature
+        sig = {k: v for k, v in signature.items() if v != "constexpr"}
+        try:
+            src = ASTSource(fn, sig, constants=dict(constexprs))
+        except TypeError:
+            names = list(fn.arg_names)
+            src = ASTSource(
+                fn,
+                {names.index(k): v for k, v in sig.items()},
+                constants={names.index(k): v for k, v in constexprs.items()},
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+    return compiled.asm["cubin"], int(getattr(compiled.metadata, "shared", 0) or 0)
+
+
+def _check_toolchain() -> None:
+    """Raise :class:`ToolchainUnavailable` unless triton's NVIDIA backend, ptxas and cuobjdump are present."""
+    try:
+        import triton
+        from triton.backends import backends
+        from triton.backends.compiler import GPUTarget  # noqa: F401
+    except ImportError as err:
+        raise ToolchainUnavailable(f"triton is not importable: {err}") from err
+    if "nvidia" not in backends:
+        raise ToolchainUnavailable("triton has no NVIDIA backend")
+    from shutil import which
+
+    env = os.environ.get("TRITON_PTXAS_PATH")
+    wheel = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ((env and Path(env).exists()) or wheel.exists() or which("ptxas")):
+        raise ToolchainUnavailable("ptxas not found (expected in triton/backends/nvidia/bin)")
+    cuobjdump_path()
+
+
+def cuobjdump_path() -> Path:
+    """The ``cuobjdump`` shipped in the triton wheel (or on PATH, or ``$TRITON_CUOBJDUMP_PATH``)."""
+    env = os.environ.get("TRITON_CUOBJDUMP_PATH")
+    if env and Path(env).exists():
+        return Path(env)
+    try:
+        import triton
+
+        wheel = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+        if wheel.exists():
+            return wheel
+    except ImportError:
+        pass
+    from shutil import which
+
+    found = which("cuobjdump")
+    if found:
+        return Path(found)
+    raise ToolchainUnavailable("cuobjdump not found (expected in triton/backends/nvidia/bin)")
+
+
+_USAGE = re.compile(r"Function\s+(\S+):\s*\n\s*(.*)")
+
+
+def parse_resource_usage(text: str) -> dict[str, dict[str, int]]:
+    """``{function: {"REG": .., "STACK": .., "SHARED": .., "LOCAL": ..}}`` from cuobjdump's output."""
+    out = {}
+    for name, fields in _USAGE.findall(text):
+        out[name] = {k: int(v) for k, v in re.findall(r"([A-Z]+(?:\[\d+\])?):(\d+)", fields)}
+    return out
+
+
+def resource_usage(cubin: bytes) -> dict[str, dict[str, int]]:
+    """Run ``cuobjdump --dump-resource-usage`` on a cubin and parse it."""
+    tool = cuobjdump_path()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        proc = subprocess.run([str(tool), "--dump-resource-usage", str(path)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ToolchainUnavailable(f"cuobjdump failed: {proc.stderr.strip()[:500]}")
+    return parse_resource_usage(proc.stdout)
+
+
+def compile_variant(v: Variant, arch: int) -> dict:
+    """Compile one specialisation for ``sm_<arch>``; returns registers, spill and shared bytes."""
+    fn, signature, ce, warps = _signature_and_constexprs(v)
+    cubin, dynamic_shared = _compile_cubin(fn, signature, ce, arch, warps)
+    usage = resource_usage(cubin)
+    if fn.__name__ not in usage:
+        raise RuntimeError(f"cuobjdump reported no function {fn.__name__}: {sorted(usage)}")
+    u = usage[fn.__name__]
+    return {
+        "registers": u.get("REG", -1),
+        "spill_bytes": u.get("STACK", 0) + u.get("LOCAL", 0),
+        "shared_bytes": u.get("SHARED", -1),
+        "dynamic_shared_bytes": dynamic_shared,
+        "block": ce.get("BLOCK", ce.get("BLOCK_T", 0)),
+        "warps": warps,
+    }
+
+
+def _job(args):
+    v, arch = args
+    try:
+        return compile_variant(v, arch), ""
+    except ToolchainUnavailable:
+        raise
+    except Exception as err:  # noqa: BLE001 - a failed compile is a failed row of the report
+        return None, f"{type(err).__name__}: {err}"[:400]
+
+
+def _format_params(v: Variant) -> str:
+    default = asdict(TermParams())
+    return ",".join(f"{k}={val:g}" for k, val in v.params if default[k] != val)
+
+
+def report(
+    archs=ARCHS, *, full: bool = False, only: str | None = None, logits: tuple[str, ...] = LOGITS, jobs: int | None = None
+) -> list[dict]:
+    """Compile every catalog specialisation for each ``sm_<arch>`` and return one dict per kernel.
+
+    Runs in a subprocess when ``TRITON_INTERPRET`` is set. Raises :class:`ToolchainUnavailable`
+    when triton, ptxas or cuobjdump cannot be used.
+    """
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return _report_in_subprocess(archs, full=full, only=only, logits=logits, jobs=jobs)
+    _check_toolchain()
+    todo = variants(full=full, logits=tuple(logits))
+    if only:
+        todo = {v: losses for v, losses in todo.items() if any(only in loss for loss in losses)}
+    tasks = [(v, arch) for arch in archs for v in todo]
+    jobs = jobs or min(len(tasks), os.cpu_count() or 1)
+    if jobs > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            results = list(pool.map(_job, tasks))
+    else:
+        results = [_job(task) for task in tasks]
+    rows = []
+    for (v, arch), (usage, error) in zip(tasks, results):
+        row = Row(
+            kernel=v.kernel,
+            losses=todo[v],
+            quantities=",".join(Q(k).name for k in v.quantities) if v.kernel != "reduce" else f"K={v.k}",
+            params=_format_params(v),
+            logits=v.logits if v.kernel != "reduce" else "-",
+            target=v.target if v.kernel != "reduce" else "-",
+            valid=v.valid,
+            weight=v.weight,
+            atomic=v.atomic,
+            arch=f"sm_{arch}",
+            block=(usage or {}).get("block", BLOCK),
+            warps=(usage or {}).get("warps", WARPS),
+            error=error,
+        )
+        if usage:
+            row.registers, row.spill_bytes = usage["registers"], usage["spill_bytes"]
+            row.shared_bytes, row.dynamic_shared_bytes = usage["shared_bytes"], usage["dynamic_shared_bytes"]
+        d = asdict(row)
+        d.pop("extra")
+        rows.append(d)
+    return rows
+
+
+def _report_in_subprocess(archs, *, full, only, logits, jobs) -> list[dict]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "fastseg.kernel_report", "--json", "--no-gate"]
+    for arch in archs:
+        cmd += ["--arch", str(arch)]
+    if full:
+        cmd.append("--full")
+    if only:
+        cmd += ["--only", only]
+    for lg in logits:
+        cmd += ["--logits", lg]
+    if jobs:
+        cmd += ["--jobs", str(jobs)]
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode == 3:
+        raise ToolchainUnavailable(proc.stderr.strip()[-500:])
+    if proc.returncode != 0:
+        raise RuntimeError(f"kernel report subprocess failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def format_table(rows: list[dict]) -> str:
+    """A fixed-width table, one line per compiled kernel."""
+    head = ("arch", "kernel", "quantities", "params", "logits", "target", "mask", "weight", "atomic", "regs", "spill", "smem", "dsmem", "losses")
+    lines = []
+    for r in rows:
+        lines.append(
+            (
+                r["arch"],
+                r["kernel"],
+                r["quantities"],
+                r["params"] or "-",
+                r["logits"],
+                r["target"],
+                "y" if r["valid"] else "-",
+                "y" if r["weight"] else "-",
+                "y" if r["atomic"] else "-",
+                str(r["registers"]) if not r["error"] else "ERR",
+                str(r["spill_bytes"]) if not r["error"] else "ERR",
+                str(r["shared_bytes"]) if not r["error"] else "ERR",
+                str(r["dynamic_shared_bytes"]) if not r["error"] else r["error"][:60],
+                ",".join(r["losses"]),
+            )
+        )
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
+    out = [fmt.format(*head), fmt.format(*("-" * w for w in widths[:-1]), "-" * len(head[-1]))]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(out)
+
+
+def gate_passes(rows: list[dict]) -> bool:
+    """True when every kernel compiled and none spills."""
+    return bool(rows) and all(not r["error"] and r["spill_bytes"] == 0 for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``fastseg kernels``: print the resource table (or ``--json``); exit 0 iff no kernel spills.
+
+    Exit status 1: a kernel spills or fails to compile; 3: the compile toolchain is unavailable.
+    """
+    parser = argparse.ArgumentParser(
+        prog="fastseg kernels",
+        description="AOT-compile every fused-loss kernel specialisation (no GPU needed) and report "
+        "registers, spilled bytes and shared memory per kernel (cuobjdump --dump-resource-usage).",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    parser.add_argument("--arch", type=int, action="append", help="compute capability, e.g. 80 or 90 (repeatable; default both)")
+    parser.add_argument("--full", action="store_true", help="compile the full product of dtypes, targets, masks, weights and atomics")
+    parser.add_argument("--only", default=None, help="only specialisations used by losses whose name contains this text")
+    parser.add_argument("--logits", action="append", choices=LOGITS, help="logits dtypes (repeatable; default all three)")
+    parser.add_argument("--jobs", type=int, default=None, help="parallel compile processes (default: CPU count)")
+    parser.add_argument("--no-gate", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    archs = tuple(args.arch) if args.arch else ARCHS
+    try:
+        logits = tuple(dict.fromkeys(args.logits)) if args.logits else LOGITS
+        rows = report(archs, full=args.full, only=args.only, logits=logits, jobs=args.jobs)
+    except ToolchainUnavailable as err:
+        print(f"fastseg kernels: compile toolchain unavailable: {err}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_table(rows))
+        ok = gate_passes(rows)
+        worst = max((r["registers"] for r in rows if not r["error"]), default=-1)
+        print(f"\n{len(rows)} kernels, max {worst} registers/thread, {'no spills' if ok else 'SPILLS OR ERRORS'}")
+    if args.no_gate:
+        return 0
+    return 0 if gate_passes(rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

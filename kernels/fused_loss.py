@@ -1,0 +1,731 @@
+"""The fused loss engine in Triton: one forward pass of per-group sums, one backward pass of dL/dz.
+
+The contract is :mod:`fastseg.engine.spec`: a loss is ``epilogue(S)`` with
+``S[g, k] = sum_i valid_i * s_k(z_i, t_i, d_i, w_i)`` over the pixels of group ``g = b*C + c``,
+and its gradient is ``dL/dz_i = sum_k c[g, k] ds_k/dz_i`` with ``c = dL/dS``. This module holds,
+in order, the ``@triton.jit`` helpers (one per quantity, each returning the value and its
+derivative), the two kernels, the second-stage reduction kernel, and the launchers
+:func:`fused_loss_forward` / :func:`fused_loss_backward` (the torch path,
+``fastseg.engine.torch_path``, implements the same two functions for CPU tensors).
+
+Kernel design:
+
+- Forward: a 1-D grid of ``groups x tiles`` programs (program ``pid`` is tile ``pid % tiles`` of
+  group ``pid // tiles``: no 65535 limit on either count), a fixed ``BLOCK`` of 128-2048 lanes.
+  Each program reads its tile of z, t (and valid, weight, distance) once, computes ``p`` and the
+  softplus forms once, and only the enabled quantities (one ``COL_<NAME>`` constexpr per
+  quantity: its output column, or -1 when the loss does not use it, so each compiled kernel holds
+  only its loss's terms). Per-tile fp32 partial sums go to a ``[G, tiles, K]`` buffer, reduced in
+  a fixed order by a second kernel (bitwise deterministic); ``deterministic=False`` instead adds
+  them atomically into ``[G, K]``.
+- Backward: the same grid, recomputing ``p`` from ``z``, reading ``c[g, :]`` (any strides) and
+  writing ``dL/dz`` once, in z's dtype. Quantities with a zero derivative (SUM_T, SUM_TT, COUNT)
+  are not compiled into it.
+- The scalar parameters (:class:`~fastseg.engine.spec.TermParams`) are constexprs; parameters of
+  quantities a loss does not use are reset to their defaults so they never cause a recompile.
+- Numerics: arithmetic in fp32 (fp64 for fp64 logits); ``-log p = softplus(-z)`` and
+  ``-log(1-p) = softplus(z)`` with ``softplus(x) = max(x, 0) + log1p(exp(-|x|))`` and an accurate
+  ``log1p`` (Goldberg's ``log(u) * e / (u - 1)``, no libdevice), so confident pixels keep their
+  tiny losses (needed by ``(-log p) ** gce`` with gce < 1); ``1 - p`` is computed as
+  ``sigmoid(-z)``, never by cancellation; ``x ** g = exp2(g log2 x)`` with ``0 ** 0 = 1`` and
+  integer ``g`` in {1, 2} multiplied out at compile time. Masked tails and ignored pixels are
+  zeroed with ``tl.where`` after every nonlinearity (never by multiplication, so a NaN logit at an
+  ignored pixel cannot leak).
+- Offsets are int64 from the program id on, so ``numel >= 2**31`` and large strides are safe.
+- The launchers never read tensor data on the host: no synchronisation, CUDA-graph capturable,
+  traceable inside ``torch.library.triton_op`` (pass ``launch_wrapper=torch.library.wrap_triton``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+from fastseg.engine.spec import NUM_QUANTITIES, Quantity, TermParams
+
+from ._utils import FLOAT_DTYPES, accumulation_dtype, as_kernel_operand, block_and_warps, group_strides, smallest_normal
+
+# --------------------------------------------------------------------------------------------
+# Per-pixel helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pow(x, G: tl.constexpr):
+    """``x ** G`` for ``x >= 0``: ``exp2(G log2 x)``, with ``x ** 0 = 1`` and ``0 ** G = 0`` (G > 0)."""
+    if G == 0.0:
+        r = tl.full(x.shape, 1.0, x.dtype)
+    elif G == 1.0:
+        r = x
+    elif G == 2.0:
+        r = x * x
+    else:
+        pos = x > 0.0
+        r = tl.where(pos, tl.exp2(G * tl.log2(tl.where(pos, x, 1.0))), 0.0)
+    return r
+
+
+@triton.jit
+def _log1p(e):
+    """``log(1 + e)`` for ``e >= 0``, accurate for tiny ``e`` without libdevice (Goldberg 1991)."""
+    u = 1.0 + e
+    exact = u == 1.0
+    return tl.where(exact, e, tl.log(u) * (e / tl.where(exact, 1.0, u - 1.0)))
+
+
+@triton.jit
+def _sigmoid_forms(z):
+    """``(p, q, -log p, -log q)`` with ``p = sigmoid(z)``, ``q = 1 - p = sigmoid(-z)`` (no cancellation)."""
+    e = tl.exp(-tl.abs(z))
+    r = 1.0 / (1.0 + e)
+    er = e * r
+    pos = z >= 0.0
+    p = tl.where(pos, r, er)
+    q = tl.where(pos, er, r)
+    l1 = _log1p(e)
+    nlp = tl.maximum(-z, 0.0) + l1
+    nlq = tl.maximum(z, 0.0) + l1
+    return p, q, nlp, nlq
+
+
+@triton.jit
+def _q_tp(p, q, t):
+    """TP: ``p t``; derivative ``t p q``."""
+    return p * t, t * p * q
+
+
+@triton.jit
+def _q_sum_p(p, q):
+    """SUM_P: ``p``; derivative ``p q``."""
+    return p, p * q
+
+
+@triton.jit
+def _q_sum_pp(p, q):
+    """SUM_PP: ``p^2``; derivative ``2 p^2 q``."""
+    return p * p, 2.0 * p * p * q
+
+
+@triton.jit
+def _q_fg_ce(p, q, qm, nlpm, t, G: tl.constexpr):
+    """FG_CE: ``t q^G (-log pm)``; derivative ``t q^G (pm - 1 - G p (-log pm))``, ``pm - 1 = -qm``."""
+    qg = _pow(q, G)
+    return t * qg * nlpm, t * qg * (-qm - G * p * nlpm)
+
+
+@triton.jit
+def _q_bg_ce(p, q, nlq, t, G: tl.constexpr):
+    """BG_CE: ``(1-t) p^G (-log q)``; derivative ``(1-t) p^G (p + G q (-log q))``."""
+    pg = _pow(p, G)
+    return (1.0 - t) * pg * nlq, (1.0 - t) * pg * (p + G * q * nlq)
+
+
+@triton.jit
+def _q_el_fg(q, nlp, t, GCE: tl.constexpr, TINY: tl.constexpr):
+    """EL_FG: ``t (-log p)^GCE``; derivative ``-t GCE max(-log p, tiny)^(GCE-1) q``."""
+    return t * _pow(nlp, GCE), -t * GCE * _pow(tl.maximum(nlp, TINY), GCE - 1.0) * q
+
+
+@triton.jit
+def _q_el_bg(p, nlq, t, GCE: tl.constexpr, TINY: tl.constexpr):
+    """EL_BG: ``(1-t) (-log q)^GCE``; derivative ``(1-t) GCE max(-log q, tiny)^(GCE-1) p``."""
+    return (1.0 - t) * _pow(nlq, GCE), (1.0 - t) * GCE * _pow(tl.maximum(nlq, TINY), GCE - 1.0) * p
+
+
+@triton.jit
+def _q_dibe_fg(p, q, nlp, t, G: tl.constexpr, A: tl.constexpr):
+    """DIBE_FG (seed 001 eq 16, y = 1): ``t q^G (-log p)`` where ``p >= 0.5``, else
+    ``t (1-p^(1+A))^G (1+A) (-log p)``; ``yhat = [p >= 0.5]`` carries no gradient.
+
+    Derivatives: ``q^G (-G p (-log p) - q)`` and, with ``u = 1 - p^(1+A)`` (``u >= 1 - 2^-(1+A)``
+    in its branch, so the division is safe), ``(1+A) (G u^G (-(1+A) p^(1+A) q) / u (-log p) - u^G q)``.
+    """
+    yhat = p >= 0.5
+    qg = _pow(q, G)
+    v_hit = qg * nlp
+    d_hit = qg * (-G * p * nlp - q)
+    pa = _pow(p, 1.0 + A)
+    u = tl.where(yhat, 1.0, 1.0 - pa)
+    ug = _pow(u, G)
+    v_miss = (1.0 + A) * ug * nlp
+    d_miss = (1.0 + A) * (G * ug * (-(1.0 + A) * pa * q) / u * nlp - ug * q)
+    return t * tl.where(yhat, v_hit, v_miss), t * tl.where(yhat, d_hit, d_miss)
+
+
+@triton.jit
+def _q_dibe_bg(p, q, nlq, t, G: tl.constexpr, B: tl.constexpr):
+    """DIBE_BG (seed 001 eq 16, y = 0): ``(1-t) p^G (-log q)`` where ``p < 0.5``, else
+    ``(1-t) (1-q^(1+B))^G (1+B) (-log q)``; ``yhat`` carries no gradient.
+
+    Derivatives: ``p^G (p + G q (-log q))`` and, with ``v = 1 - q^(1+B)``,
+    ``(1+B) (G v^G ((1+B) q^(1+B) p) / v (-log q) + v^G p)``.
+    """
+    yhat = p >= 0.5
+    pg = _pow(p, G)
+    v_rej = pg * nlq
+    d_rej = pg * (p + G * q * nlq)
+    qb = _pow(q, 1.0 + B)
+    v = tl.where(yhat, 1.0 - qb, 1.0)
+    vg = _pow(v, G)
+    v_alarm = (1.0 + B) * vg * nlq
+    d_alarm = (1.0 + B) * (G * vg * ((1.0 + B) * qb * p) / v * nlq + vg * p)
+    return (1.0 - t) * tl.where(yhat, v_alarm, v_rej), (1.0 - t) * tl.where(yhat, d_alarm, d_rej)
+
+
+@triton.jit
+def _q_ss_fg(p, q, t):
+    """SS_FG: ``(t-p)^2 t``; derivative ``2 (p-t) t p q``."""
+    diff = p - t
+    return diff * diff * t, 2.0 * diff * t * p * q
+
+
+@triton.jit
+def _q_ss_bg(p, q, t):
+    """SS_BG: ``(t-p)^2 (1-t)``; derivative ``2 (p-t) (1-t) p q``."""
+    diff = p - t
+    return diff * diff * (1.0 - t), 2.0 * diff * (1.0 - t) * p * q
+
+
+@triton.jit
+def _q_d_fp(p, q, t, d):
+    """D_FP: ``d p (1-t)``; derivative ``d (1-t) p q``."""
+    return d * p * (1.0 - t), d * (1.0 - t) * p * q
+
+
+@triton.jit
+def _q_d_sqerr(p, q, t, d):
+    """D_SQERR: ``d (p-t)^2``; derivative ``2 d (p-t) p q``."""
+    diff = p - t
+    return d * diff * diff, 2.0 * d * diff * p * q
+
+
+@triton.jit
+def _emit(out_ptr, g, tile, n_tiles, value, mask, K: tl.constexpr, COL: tl.constexpr, ATOMIC: tl.constexpr):
+    """Sum ``value`` over the tile's valid lanes into column ``COL`` of its partial row (or atomically)."""
+    s = tl.sum(tl.where(mask, value, 0.0), axis=0)
+    if ATOMIC:
+        tl.atomic_add(out_ptr + g * K + COL, s)
+    else:
+        tl.store(out_ptr + (g * n_tiles + tile) * K + COL, s)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fused_loss_forward_kernel(
+    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, out_ptr,
+    C, N, n_tiles,
+    z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc,
+    K: tl.constexpr,
+    COL_TP: tl.constexpr, COL_SUM_P: tl.constexpr, COL_SUM_T: tl.constexpr, COL_SUM_PP: tl.constexpr,
+    COL_SUM_TT: tl.constexpr, COL_COUNT: tl.constexpr, COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
+    COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
+    COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
+    G_FG: tl.constexpr, M: tl.constexpr, G_BG: tl.constexpr, GCE: tl.constexpr,
+    DIBE_G: tl.constexpr, DIBE_A: tl.constexpr, DIBE_B: tl.constexpr, TINY: tl.constexpr,
+    HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr,
+    FP64: tl.constexpr, ATOMIC: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """Per-tile sums of the enabled quantities: ``out[g, tile, COL_<q>]`` (or ``out[g, COL_<q>]``)."""
+    pid = tl.program_id(0).to(tl.int64)
+    g = pid // n_tiles
+    tile = pid % n_tiles
+    b = g // C
+    c = g % C
+    offs = tile * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    mask = offs < N
+    if HAS_VALID:
+        ok = tl.load(valid_ptr + b * v_sb + c * v_sc + offs, mask=mask, other=0)
+        mask = mask & (ok != 0)
+    if FP64:
+        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float64)
+        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float64)
+    else:
+        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float32)
+        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float32)
+    if HAS_WEIGHT:
+        w = tl.load(weight_ptr + b * w_sb + c * w_sc + offs, mask=mask, other=0.0).to(z.dtype)
+    if HAS_DIST:
+        d = tl.load(dist_ptr + b * d_sb + c * d_sc + offs, mask=mask, other=0.0).to(z.dtype)
+
+    p, q, nlp, nlq = _sigmoid_forms(z)
+
+    if COL_TP >= 0:
+        v, _ = _q_tp(p, q, t)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_TP, ATOMIC)
+    if COL_SUM_P >= 0:
+        v, _ = _q_sum_p(p, q)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_SUM_P, ATOMIC)
+    if COL_SUM_T >= 0:
+        _emit(out_ptr, g, tile, n_tiles, t, mask, K, COL_SUM_T, ATOMIC)
+    if COL_SUM_PP >= 0:
+        v, _ = _q_sum_pp(p, q)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_SUM_PP, ATOMIC)
+    if COL_SUM_TT >= 0:
+        _emit(out_ptr, g, tile, n_tiles, t * t, mask, K, COL_SUM_TT, ATOMIC)
+    if COL_COUNT >= 0:
+        _emit(out_ptr, g, tile, n_tiles, tl.where(mask, 1.0, 0.0).to(z.dtype), mask, K, COL_COUNT, ATOMIC)
+    if COL_FG_CE >= 0:
+        if M == 0.0:
+            v, _ = _q_fg_ce(p, q, q, nlp, t, G_FG)
+        else:
+            pm, qm, nlpm, _ = _sigmoid_forms(z - M)
+            v, _ = _q_fg_ce(p, q, qm, nlpm, t, G_FG)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_FG_CE, ATOMIC)
+    if COL_BG_CE >= 0:
+        v, _ = _q_bg_ce(p, q, nlq, t, G_BG)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_BG_CE, ATOMIC)
+    if COL_EL_FG >= 0:
+        v, _ = _q_el_fg(q, nlp, t, GCE, TINY)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_EL_FG, ATOMIC)
+    if COL_EL_BG >= 0:
+        v, _ = _q_el_bg(p, nlq, t, GCE, TINY)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_EL_BG, ATOMIC)
+    if COL_DIBE_FG >= 0:
+        v, _ = _q_dibe_fg(p, q, nlp, t, DIBE_G, DIBE_A)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_DIBE_FG, ATOMIC)
+    if COL_DIBE_BG >= 0:
+        v, _ = _q_dibe_bg(p, q, nlq, t, DIBE_G, DIBE_B)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_DIBE_BG, ATOMIC)
+    if COL_SS_FG >= 0:
+        v, _ = _q_ss_fg(p, q, t)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_SS_FG, ATOMIC)
+    if COL_SS_BG >= 0:
+        v, _ = _q_ss_bg(p, q, t)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_SS_BG, ATOMIC)
+    if COL_D_FP >= 0:
+        v, _ = _q_d_fp(p, q, t, d)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_D_FP, ATOMIC)
+    if COL_D_SQERR >= 0:
+        v, _ = _q_d_sqerr(p, q, t, d)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_D_SQERR, ATOMIC)
+
+
+@triton.jit
+def _fused_loss_backward_kernel(
+    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, c_ptr, grad_ptr,
+    C, N, n_tiles,
+    z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc, c_sg, c_sk,
+    COL_TP: tl.constexpr, COL_SUM_P: tl.constexpr, COL_SUM_PP: tl.constexpr,
+    COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
+    COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
+    COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
+    G_FG: tl.constexpr, M: tl.constexpr, G_BG: tl.constexpr, GCE: tl.constexpr,
+    DIBE_G: tl.constexpr, DIBE_A: tl.constexpr, DIBE_B: tl.constexpr, TINY: tl.constexpr,
+    HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr,
+    FP64: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """``grad[g, n] = sum_k c[g, COL_k] ds_k/dz`` over the differentiable enabled quantities."""
+    pid = tl.program_id(0).to(tl.int64)
+    g = pid // n_tiles
+    tile = pid % n_tiles
+    b = g // C
+    c = g % C
+    offs = tile * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    inb = offs < N
+    mask = inb
+    if HAS_VALID:
+        ok = tl.load(valid_ptr + b * v_sb + c * v_sc + offs, mask=inb, other=0)
+        mask = mask & (ok != 0)
+    if FP64:
+        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float64)
+        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float64)
+    else:
+        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float32)
+        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float32)
+    if HAS_WEIGHT:
+        w = tl.load(weight_ptr + b * w_sb + c * w_sc + offs, mask=mask, other=0.0).to(z.dtype)
+    if HAS_DIST:
+        d = tl.load(dist_ptr + b * d_sb + c * d_sc + offs, mask=mask, other=0.0).to(z.dtype)
+    c_row = c_ptr + g * c_sg
+
+    p, q, nlp, nlq = _sigmoid_forms(z)
+    acc = tl.zeros([BLOCK], dtype=z.dtype)
+
+    if COL_TP >= 0:
+        _, dv = _q_tp(p, q, t)
+        acc += tl.load(c_row + COL_TP * c_sk).to(z.dtype) * dv
+    if COL_SUM_P >= 0:
+        _, dv = _q_sum_p(p, q)
+        acc += tl.load(c_row + COL_SUM_P * c_sk).to(z.dtype) * dv
+    if COL_SUM_PP >= 0:
+        _, dv = _q_sum_pp(p, q)
+        acc += tl.load(c_row + COL_SUM_PP * c_sk).to(z.dtype) * dv
+    if COL_FG_CE >= 0:
+        if M == 0.0:
+            _, dv = _q_fg_ce(p, q, q, nlp, t, G_FG)
+        else:
+            pm, qm, nlpm, _ = _sigmoid_forms(z - M)
+            _, dv = _q_fg_ce(p, q, qm, nlpm, t, G_FG)
+        if HAS_WEIGHT:
+            dv = dv * w
+        acc += tl.load(c_row + COL_FG_CE * c_sk).to(z.dtype) * dv
+    if COL_BG_CE >= 0:
+        _, dv = _q_bg_ce(p, q, nlq, t, G_BG)
+        if HAS_WEIGHT:
+            dv = dv * w
+        acc += tl.load(c_row + COL_BG_CE * c_sk).to(z.dtype) * dv
+    if COL_EL_FG >= 0:
+        _, dv = _q_el_fg(q, nlp, t, GCE, TINY)
+        if HAS_WEIGHT:
+            dv = dv * w
+        acc += tl.load(c_row + COL_EL_FG * c_sk).to(z.dtype) * dv
+    if COL_EL_BG >= 0:
+        _, dv = _q_el_bg(p, nlq, t, GCE, TINY)
+        if HAS_WEIGHT:
+            dv = dv * w
+        acc += tl.load(c_row + COL_EL_BG * c_sk).to(z.dtype) * dv
+    if COL_DIBE_FG >= 0:
+        _, dv = _q_dibe_fg(p, q, nlp, t, DIBE_G, DIBE_A)
+        if HAS_WEIGHT:
+            dv = dv * w
+        acc += tl.load(c_row + COL_DIBE_FG * c_sk).to(z.dtype) * dv
+    if COL_DIBE_BG >= 0:
+        _, dv = _q_dibe_bg(p, q, nlq, t, DIBE_G, DIBE_B)
+        if HAS_WEIGHT:
+            dv = dv * w
+        acc += tl.load(c_row + COL_DIBE_BG * c_sk).to(z.dtype) * dv
+    if COL_SS_FG >= 0:
+        _, dv = _q_ss_fg(p, q, t)
+        acc += tl.load(c_row + COL_SS_FG * c_sk).to(z.dtype) * dv
+    if COL_SS_BG >= 0:
+        _, dv = _q_ss_bg(p, q, t)
+        acc += tl.load(c_row + COL_SS_BG * c_sk).to(z.dtype) * dv
+    if COL_D_FP >= 0:
+        _, dv = _q_d_fp(p, q, t, d)
+        acc += tl.load(c_row + COL_D_FP * c_sk).to(z.dtype) * dv
+    if COL_D_SQERR >= 0:
+        _, dv = _q_d_sqerr(p, q, t, d)
+        acc += tl.load(c_row + COL_D_SQERR * c_sk).to(z.dtype) * dv
+
+    acc = tl.where(mask, acc, 0.0)
+    tl.store(grad_ptr + g * N + offs, acc.to(grad_ptr.dtype.element_ty), mask=inb)
+
+
+@triton.jit
+def _reduce_partials_kernel(part_ptr, out_ptr, n_tiles, K: tl.constexpr, KP: tl.constexpr, BLOCK_T: tl.constexpr):
+    """``out[g, :] = sum_tile part[g, tile, :]`` in a fixed order (one program per group)."""
+    g = tl.program_id(0).to(tl.int64)
+    rows = tl.arange(0, BLOCK_T)
+    cols = tl.arange(0, KP)
+    base = part_ptr + g * n_tiles * K
+    acc = tl.zeros([BLOCK_T, KP], dtype=out_ptr.dtype.element_ty)
+    for start in range(0, n_tiles, BLOCK_T):
+        r = start + rows
+        m = (r[:, None] < n_tiles) & (cols[None, :] < K)
+        acc += tl.load(base + r[:, None].to(tl.int64) * K + cols[None, :], mask=m, other=0.0)
+    tl.store(out_ptr + g * K + cols, tl.sum(acc, axis=0), mask=cols < K)
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+QUANTITY_NAMES = tuple(q.name for q in Quantity)
+ZERO_DERIVATIVE = frozenset({Quantity.SUM_T, Quantity.SUM_TT, Quantity.COUNT})
+WEIGHTED = frozenset({Quantity.FG_CE, Quantity.BG_CE, Quantity.EL_FG, Quantity.EL_BG, Quantity.DIBE_FG, Quantity.DIBE_BG})
+NEEDS_DISTANCE = frozenset({Quantity.D_FP, Quantity.D_SQERR})
+REDUCE_BLOCK_T = 64
+
+
+def normalize_quantities(quantities: Sequence[int]) -> tuple[int, ...]:
+    """The quantity ids as a tuple of ints; ``ValueError`` unless they are a non-empty list of ids 0-15."""
+    if isinstance(quantities, (int, Quantity)) or not isinstance(quantities, Sequence):
+        raise TypeError(f"quantities must be a sequence of quantity ids (0-{NUM_QUANTITIES - 1}); got {quantities!r}")
+    out = []
+    for k in quantities:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= int(k) < NUM_QUANTITIES:
+            raise ValueError(f"quantities must hold quantity ids 0-{NUM_QUANTITIES - 1} (fastseg.engine.spec.Quantity); got {k!r}")
+        out.append(int(k))
+    if not out:
+        raise ValueError("quantities must not be empty")
+    return tuple(out)
+
+
+def kernel_params(quantities: Sequence[int], params: TermParams) -> dict[str, float]:
+    """The TermParams constexprs of a kernel, with those of unused quantities reset to defaults."""
+    if not isinstance(params, TermParams):
+        raise TypeError(f"params must be a fastseg.engine.spec.TermParams; got {type(params).__name__}")
+    used = set(quantities)
+    default = TermParams()
+
+    def pick(name: str, needed: bool) -> float:
+        return float(getattr(params if needed else default, name))
+
+    fg = Quantity.FG_CE in used
+    el = bool(used & {Quantity.EL_FG, Quantity.EL_BG})
+    dibe = bool(used & {Quantity.DIBE_FG, Quantity.DIBE_BG})
+    return {
+        "G_FG": pick("g_fg", fg),
+        "M": pick("m", fg),
+        "G_BG": pick("g_bg", Quantity.BG_CE in used),
+        "GCE": pick("gce", el),
+        "DIBE_G": pick("dibe_g", dibe),
+        "DIBE_A": pick("dibe_alpha", Quantity.DIBE_FG in used),
+        "DIBE_B": pick("dibe_beta", Quantity.DIBE_BG in used),
+    }
+
+
+def column_constexprs(columns: dict[int, int], names: Sequence[str] = QUANTITY_NAMES) -> dict[str, int]:
+    """``{"COL_<NAME>": column or -1}`` for the quantity names a kernel takes."""
+    return {f"COL_{name}": columns.get(int(Quantity[name]), -1) for name in names}
+
+
+FORWARD_COLUMN_NAMES = QUANTITY_NAMES
+BACKWARD_COLUMN_NAMES = tuple(q.name for q in Quantity if q not in ZERO_DERIVATIVE)
+
+
+def forward_constexprs(
+    quantities: Sequence[int],
+    params: TermParams,
+    *,
+    fp64: bool,
+    has_valid: bool,
+    has_weight: bool,
+    has_dist: bool,
+    atomic: bool,
+    block: int,
+) -> dict:
+    """Every constexpr of :func:`_fused_loss_forward_kernel` (shared with the compile gate).
+
+    ``quantities`` must be distinct: column ``j`` of the output is ``quantities[j]``.
+    """
+    columns = {k: j for j, k in enumerate(quantities)}
+    return {
+        "K": len(quantities),
+        **column_constexprs(columns, FORWARD_COLUMN_NAMES),
+        **kernel_params(quantities, params),
+        "TINY": smallest_normal(torch.float64 if fp64 else torch.float32),
+        "HAS_VALID": bool(has_valid),
+        "HAS_WEIGHT": bool(has_weight and set(quantities) & WEIGHTED),
+        "HAS_DIST": bool(has_dist and set(quantities) & NEEDS_DISTANCE),
+        "FP64": bool(fp64),
+        "ATOMIC": bool(atomic),
+        "BLOCK": int(block),
+    }
+
+
+def backward_constexprs(
+    quantities: Sequence[int],
+    params: TermParams,
+    *,
+    fp64: bool,
+    has_valid: bool,
+    has_weight: bool,
+    has_dist: bool,
+    block: int,
+) -> dict:
+    """Every constexpr of :func:`_fused_loss_backward_kernel`; ``quantities[j]`` reads coefficient column j."""
+    columns = {k: j for j, k in enumerate(quantities) if k not in ZERO_DERIVATIVE}
+    diff = [k for k in quantities if k not in ZERO_DERIVATIVE]
+    return {
+        **column_constexprs(columns, BACKWARD_COLUMN_NAMES),
+        **kernel_params(diff, params),
+        "TINY": smallest_normal(torch.float64 if fp64 else torch.float32),
+        "HAS_VALID": bool(has_valid),
+        "HAS_WEIGHT": bool(has_weight and set(diff) & WEIGHTED),
+        "HAS_DIST": bool(has_dist and set(diff) & NEEDS_DISTANCE),
+        "FP64": bool(fp64),
+        "BLOCK": int(block),
+    }
+
+
+def _check_float(name: str, x, shape) -> torch.Tensor | None:
+    if x is None:
+        return None
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be None or a floating tensor; got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64); got {x.dtype}")
+    return _broadcast(name, x, shape)
+
+
+def _broadcast(name: str, x: torch.Tensor, shape) -> torch.Tensor:
+    try:
+        return as_kernel_operand(x, shape)
+    except RuntimeError as err:
+        raise ValueError(f"{name} must have (or broadcast to) the logits' shape {tuple(shape)}; got {tuple(x.shape)}") from err
+
+
+def _operands(z, t, valid, weight, distance, quantities):
+    """Checked kernel operands ``(z, t, valid, weight, distance)``; absent ones are ``None``."""
+    if not isinstance(z, torch.Tensor) or z.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"z must be a float16/bfloat16/float32/float64 tensor; got {getattr(z, 'dtype', type(z).__name__)}")
+    if z.ndim != 3:
+        raise ValueError(f"z must be [B, C, N] (flattened spatial); got shape {tuple(z.shape)}")
+    shape = z.shape
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"t must be a tensor; got {type(t).__name__}")
+    if t.dtype not in (torch.bool, torch.uint8) + FLOAT_DTYPES:
+        raise TypeError(f"t must be bool, uint8 or floating (soft labels); got {t.dtype}")
+    t = _broadcast("t", t, shape)
+    if valid is not None:
+        if not isinstance(valid, torch.Tensor) or valid.dtype not in (torch.bool, torch.uint8):
+            raise TypeError(f"valid must be None or a bool/uint8 tensor; got {getattr(valid, 'dtype', type(valid).__name__)}")
+        valid = _broadcast("valid", valid, shape)
+    weight = _check_float("weight", weight, shape)
+    distance = _check_float("distance", distance, shape)
+    if distance is None and set(quantities) & NEEDS_DISTANCE:
+        raise ValueError("distance is required by the quantities D_FP and D_SQERR")
+    z = as_kernel_operand(z, shape)
+    for name, x in (("t", t), ("valid", valid), ("weight", weight), ("distance", distance)):
+        if x is not None and x.device != z.device:
+            raise ValueError(f"{name} is on {x.device} but z is on {z.device}")
+    return z, t, valid, weight, distance
+
+
+def _strides(z, t, valid, weight, distance) -> list[int]:
+    out = []
+    for x in (z, t, valid, weight, distance):
+        out.extend(group_strides(x) if x is not None else (0, 0))
+    return out
+
+
+def _launch(kernel, launch_wrapper: Callable | None):
+    return kernel if launch_wrapper is None else launch_wrapper(kernel)
+
+
+def fused_loss_forward(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    quantities: tuple[int, ...],
+    params: TermParams,
+    valid: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    distance: torch.Tensor | None = None,
+    deterministic: bool = True,
+    launch_wrapper: Callable | None = None,
+) -> torch.Tensor:
+    """Per-group sums ``S[b*C + c, j] = sum_n valid * s_{quantities[j]}(z, t, d, w)`` of ``[B, C, N]`` inputs.
+
+    Returns ``[B*C, len(quantities)]`` in float32 (float64 when ``z`` is float64). ``t`` is
+    bool/uint8/float (soft labels); ``valid`` bool/uint8 (nonzero = counted); ``weight`` scales
+    FG_CE, BG_CE, EL_* and DIBE_*; ``distance`` is the ``d`` of D_FP and D_SQERR. Every operand may
+    be any broadcastable, strided view (copied only when its last dim is not unit-stride).
+    ``deterministic=False`` accumulates tiles with atomics (faster for huge images, not bitwise
+    repeatable). ``launch_wrapper`` (e.g. ``torch.library.wrap_triton``) wraps each kernel before
+    its ``kernel[grid](...)`` launch.
+    """
+    quantities = normalize_quantities(quantities)
+    unique = tuple(dict.fromkeys(quantities))
+    z, t, valid, weight, distance = _operands(z, t, valid, weight, distance, unique)
+    B, C, N = z.shape
+    G = B * C
+    acc_dtype = accumulation_dtype(z.dtype)
+    K = len(unique)
+    block, warps = block_and_warps(N)
+    n_tiles = max(1, triton.cdiv(N, block))
+    constexprs = forward_constexprs(
+        unique,
+        params,
+        fp64=acc_dtype == torch.float64,
+        has_valid=valid is not None,
+        has_weight=weight is not None,
+        has_dist=distance is not None,
+        atomic=not deterministic,
+        block=block,
+    )
+    if G == 0:
+        sums = torch.zeros((0, K), dtype=acc_dtype, device=z.device)
+    else:
+        if deterministic and n_tiles > 1:
+            out = torch.empty((G, n_tiles, K), dtype=acc_dtype, device=z.device)
+        elif deterministic:
+            out = torch.empty((G, K), dtype=acc_dtype, device=z.device)
+        else:
+            out = torch.zeros((G, K), dtype=acc_dtype, device=z.device)
+        _launch(_fused_loss_forward_kernel, launch_wrapper)[(G * n_tiles,)](
+            z, t, _or(valid, z), _or(weight, z), _or(distance, z), out,
+            C, N, n_tiles, *_strides(z, t, valid, weight, distance),
+            **constexprs, num_warps=warps,
+        )  # fmt: skip
+        if deterministic and n_tiles > 1:
+            sums = torch.empty((G, K), dtype=acc_dtype, device=z.device)
+            _launch(_reduce_partials_kernel, launch_wrapper)[(G,)](
+                out, sums, n_tiles, K=K, KP=triton.next_power_of_2(K), BLOCK_T=REDUCE_BLOCK_T, num_warps=4
+            )
+        else:
+            sums = out
+    if unique != quantities:
+        sums = torch.stack([sums[:, unique.index(k)] for k in quantities], dim=1)
+    return sums
+
+
+def fused_loss_backward(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    coeffs: torch.Tensor,
+    *,
+    quantities: tuple[int, ...],
+    params: TermParams,
+    valid: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    distance: torch.Tensor | None = None,
+    launch_wrapper: Callable | None = None,
+) -> torch.Tensor:
+    """``dL/dz[b, c, n] = sum_j coeffs[b*C + c, j] * ds_{quantities[j]}/dz`` as a contiguous tensor in z's dtype.
+
+    ``coeffs`` is ``[B*C, len(quantities)]`` (any float dtype and strides; ``dL/dS`` already
+    scaled by the upstream gradient). Ignored pixels get 0. The other arguments are as in
+    :func:`fused_loss_forward`.
+    """
+    quantities = normalize_quantities(quantities)
+    unique = tuple(dict.fromkeys(quantities))
+    z, t, valid, weight, distance = _operands(z, t, valid, weight, distance, unique)
+    B, C, N = z.shape
+    G = B * C
+    if not isinstance(coeffs, torch.Tensor) or coeffs.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"coeffs must be a floating tensor; got {getattr(coeffs, 'dtype', type(coeffs).__name__)}")
+    if tuple(coeffs.shape) != (G, len(quantities)):
+        raise ValueError(f"coeffs must be [B*C, len(quantities)] = {(G, len(quantities))}; got {tuple(coeffs.shape)}")
+    if coeffs.device != z.device:
+        raise ValueError(f"coeffs is on {coeffs.device} but z is on {z.device}")
+    if unique != quantities:  # a repeated quantity: its coefficients add up
+        coeffs = torch.stack(
+            [sum(coeffs[:, j] for j, k in enumerate(quantities) if k == u) for u in unique], dim=1
+        )
+    grad = torch.empty((B, C, N), dtype=z.dtype, device=z.device)
+    if G == 0 or N == 0:
+        return grad
+    acc_dtype = accumulation_dtype(z.dtype)
+    block, warps = block_and_warps(N)
+    n_tiles = triton.cdiv(N, block)
+    constexprs = backward_constexprs(
+        unique,
+        params,
+        fp64=acc_dtype == torch.float64,
+        has_valid=valid is not None,
+        has_weight=weight is not None,
+        has_dist=distance is not None,
+        block=block,
+    )
+    _launch(_fused_loss_backward_kernel, launch_wrapper)[(G * n_tiles,)](
+        z, t, _or(valid, z), _or(weight, z), _or(distance, z), coeffs, grad,
+        C, N, n_tiles, *_strides(z, t, valid, weight, distance), coeffs.stride(0), coeffs.stride(1),
+        **constexprs, num_warps=warps,
+    )  # fmt: skip
+    return grad
+
+
+def _or(x: torch.Tensor | None, fallback: torch.Tensor) -> torch.Tensor:
+    """An absent operand is passed as ``fallback`` (never read: its constexpr switch is off)."""
+    return fallback if x is None else x
