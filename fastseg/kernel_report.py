@@ -44,6 +44,7 @@ ARCHS = (80, 90)
 BLOCK, WARPS = block_and_warps(1 << 40)  # the widest tile: it bounds the registers of every narrower one
 LOGITS = ("fp32", "fp16", "bf16")
 TARGETS = ("u8", "fp32")
+EDT_BLOCK_LINES = (32, 64)  # the lanes per program kernels/edt.py launches with
 
 _DICE = (Q.TP, Q.SUM_P, Q.SUM_T)
 _CE = (Q.FG_CE, Q.BG_CE, Q.COUNT)
@@ -90,7 +91,7 @@ class ToolchainUnavailable(RuntimeError):
 class Variant:
     """One compiled specialisation of a kernel (hashable: used to de-duplicate)."""
 
-    kernel: str  # "forward" | "backward" | "reduce"
+    kernel: str  # "forward" | "backward" | "reduce" | "edt"
     quantities: tuple[int, ...]
     params: tuple[tuple[str, float], ...]
     logits: str = "fp32"
@@ -138,7 +139,7 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
 
     def add(v: Variant, loss: str) -> None:
         # Two variants with identical signature and constexprs are one compiled kernel.
-        if v.kernel == "reduce":
+        if v.kernel in ("reduce", "edt"):
             key = (v.kernel, v.k)
         else:
             make = forward_constexprs if v.kernel == "forward" else backward_constexprs
@@ -175,6 +176,8 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
                 diff = tuple(k for k in quantities if k not in ZERO_DERIVATIVE)
                 add(Variant("backward", diff, prm, lg, tg, va, we and _weighted(diff)), loss)
         add(Variant("reduce", (), (), k=len(quantities)), loss)
+    for lines in EDT_BLOCK_LINES:
+        add(Variant("edt", (), (), logits="-", target="-", k=lines), "edt")
     return out
 
 
@@ -182,7 +185,14 @@ def _signature_and_constexprs(v: Variant):
     """(kernel function, signature dict, constexpr dict) exactly as the launchers would launch it."""
     from fastseg.kernels import fused_loss as fl
 
-    if v.kernel == "reduce":
+    if v.kernel == "edt":
+        from fastseg.kernels import edt as edt_kernels
+
+        fn = edt_kernels._edt_line_kernel
+        ce = {"BLOCK_LINES": v.k}
+        ptrs = {"f_ptr": "*fp32", "out_ptr": "*fp32", "v_ptr": "*i32", "z_ptr": "*fp32", "spacing": "fp32"}
+        warps = max(1, v.k // 32)
+    elif v.kernel == "reduce":
         fn = fl._reduce_partials_kernel
         ce = {"K": v.k, "KP": 1 << max(0, (v.k - 1).bit_length()), "BLOCK_T": fl.REDUCE_BLOCK_T}
         ptrs = {"part_ptr": "*fp32", "out_ptr": "*fp32"}
@@ -367,10 +377,10 @@ def report(
         row = Row(
             kernel=v.kernel,
             losses=todo[v],
-            quantities=",".join(Q(k).name for k in v.quantities) if v.kernel != "reduce" else f"K={v.k}",
+            quantities={"reduce": f"K={v.k}", "edt": f"lines={v.k}"}.get(v.kernel) or ",".join(Q(k).name for k in v.quantities),
             params=_format_params(v),
-            logits=v.logits if v.kernel != "reduce" else "-",
-            target=v.target if v.kernel != "reduce" else "-",
+            logits=v.logits if v.kernel not in ("reduce", "edt") else "-",
+            target=v.target if v.kernel not in ("reduce", "edt") else "-",
             valid=v.valid,
             weight=v.weight,
             atomic=v.atomic,

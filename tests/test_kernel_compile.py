@@ -36,9 +36,9 @@ def test_parse_resource_usage():
 def test_catalog_variants_cover_every_loss_and_kernel():
     todo = kr.variants()
     losses = {loss for users in todo.values() for loss in users}
-    assert losses == {name for name, _, _ in kr.CATALOG}
+    assert losses == {name for name, _, _ in kr.CATALOG} | {"edt"}
     kinds = {v.kernel for v in todo}
-    assert kinds == {"forward", "backward", "reduce"}
+    assert kinds == {"forward", "backward", "reduce", "edt"}
     # backward kernels never carry the zero-derivative sums
     for v in todo:
         if v.kernel == "backward":
@@ -69,3 +69,15 @@ def test_sm90_compile_gate_reports_registers_and_no_spills(capsys):
     table = kr.format_table(rows)
     assert table.splitlines()[0].split()[:3] == ["arch", "kernel", "quantities"]
     assert len(table.splitlines()) == len(rows) + 2
+
+
+def test_sm90_compile_gate_covers_the_edt_kernel(capsys):
+    status = kr.main(["--json", "--arch", "90", "--only", "edt", "--jobs", "1"])
+    captured = capsys.readouterr()
+    if status == 3:
+        pytest.skip(f"compile toolchain unavailable: {captured.err.strip()[-300:]}")
+    rows = json.loads(captured.out)
+    assert sorted(r["quantities"] for r in rows) == ["lines=32", "lines=64"]
+    for r in rows:
+        assert r["error"] == "" and r["spill_bytes"] == 0 and 0 < r["registers"] <= 255, r
+    assert status == 0
