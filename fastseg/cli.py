@@ -1,0 +1,177 @@
+"""The ``fastseg`` command (also ``python -m fastseg``).
+
+    fastseg bench      time forward+backward of the losses: fused vs reference vs peers
+    fastseg validate   fused vs reference, every loss, on this device; exit 1 on any failure
+    fastseg kernels    ahead-of-time compile the Triton kernels and report registers/spills
+
+Everything heavy is imported inside the subcommand, so ``fastseg --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"error: --device must be 'cpu', 'cuda' or 'cuda:N'; got {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda requested but no CUDA device is available")
+    return str(dev)
+
+
+def _interpreter_for_cpu(backend: str, device: str) -> None:
+    """``--backend triton`` on CPU tensors runs the kernels in the Triton interpreter, which must be
+    switched on before triton is first imported (by fastseg.functional, imported after this)."""
+    if backend == "triton" and device == "cpu":
+        if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+            print("warning: triton was imported before TRITON_INTERPRET=1 could be set", file=sys.stderr)
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def _bench_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time forward+backward of each loss: fastseg fused vs reference vs torch.compile vs peers",
+        description="Time forward+backward of each loss on synthetic crack batches (or CrackForest tiles). "
+        "Defaults scale with the device: CPU 8x1x1024x1024, CUDA 16x1x2048x2048 and 4x1x4096x4096.",
+    )
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--loss", nargs="+", metavar="NAME", help="losses to time (default: the compound losses, then focal, dice, tversky)")
+    p.add_argument("--contender", nargs="+", metavar="NAME",
+                   help="contenders (default: all of fastseg reference compiled monai kornia torchvision smp)")
+    p.add_argument("--batch", type=int, help="images per batch (default: per device)")
+    p.add_argument("--size", help="image size N or HxW (default: per device)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="logits dtype")
+    p.add_argument("--scope", default="image", choices=("image", "batch"), help="reduction scope of region terms")
+    p.add_argument("--data", default="synthetic", choices=("synthetic", "crackforest"), help="input images")
+    p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch"), help="backend of the fused contender")
+    p.add_argument("--repeat", type=int, help="timed steps per contender (default: 3 on CPU, 20 on CUDA)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default: 1 on CPU, 3 on CUDA)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats: a smoke test")
+    p.add_argument("--no-check", action="store_true", help="skip the error column (no float64 reference run)")
+    p.add_argument("--json", metavar="PATH", help="write the results and environment as JSON")
+    p.add_argument("--markdown", metavar="PATH", help="write a markdown table")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG plot of time and memory (needs matplotlib)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _validate_parser(sub) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="check fastseg's fused losses against the reference on this device",
+        description="Compare the value and gradient of every loss (fused vs float64 reference) over dtypes, odd "
+        "sizes, scopes, soft labels and ignore masks. Exit status 1 when any comparison fails.",
+    )
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch"), help="backend of fastseg.functional")
+    p.add_argument("--dtype", nargs="+", choices=("float32", "float16", "bfloat16", "float64"),
+                   help="dtypes (default: all the device supports)")
+    p.add_argument("--loss", nargs="+", metavar="NAME", help="losses (default: all)")
+    p.add_argument("--contender", metavar="MODULE[:ATTR]",
+                   help="validate another implementation: a module (or an object in it) with one function per loss")
+    p.add_argument("--quick", action="store_true", help="one small size instead of four")
+    p.add_argument("--verbose", action="store_true", help="print every comparison, not only the failures")
+    p.add_argument("--json", metavar="PATH", help="write every comparison as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastseg", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,validate,kernels}")
+    _bench_parser(sub)
+    _validate_parser(sub)
+    sub.add_parser("kernels", add_help=False, help="AOT-compile the Triton kernels; registers/spills table (see fastseg kernels --help)")
+    return parser
+
+
+def bench(args) -> int:
+    from . import benchmark
+
+    device = _device(args.device)
+    _interpreter_for_cpu(args.backend, device)
+    cuda = device.startswith("cuda")
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be >= 1; got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
+    repeat = args.repeat or (2 if args.quick else 20 if cuda else 3)
+    warmup = args.warmup or (1 if args.quick or not cuda else 3)
+    try:
+        cases = benchmark.default_cases(device, losses=args.loss, batch=args.batch, size=args.size, dtype=args.dtype,
+                                        data=args.data, scope=args.scope, quick=args.quick)
+        contenders = args.contender
+        factories = None
+        if args.backend != "auto":
+            factories = {"fastseg": lambda case, dev: benchmark.fused_contender(case, dev, backend=args.backend)}
+        report = benchmark.run(cases, contenders, device=device, repeat=repeat, warmup=warmup, check=not args.no_check,
+                               progress=not args.no_progress, factories=factories, command=args.command_line)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(benchmark.table(report))
+    if args.json:
+        benchmark.write_json(report, args.json)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(benchmark.markdown(report))
+    if args.plot:
+        try:
+            benchmark.plot(report, args.plot)
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def validate(args) -> int:
+    from . import validate as val
+    from .benchmark import ProgressBar
+
+    device = _device(args.device)
+    _interpreter_for_cpu(args.backend, device)
+    try:
+        if args.contender:
+            lookup, name = val.module_lookup(args.contender), args.contender
+        else:
+            lookup, name = val.functional_lookup(args.backend), f"fastseg.functional (backend={args.backend})"
+        names = args.loss or val.loss_names(lambda n: lookup(n) is not None)
+        dtypes = args.dtype or val.supported_dtypes(__import__("torch").device(device))
+        bar = ProgressBar(len(names) * len(dtypes), enabled=not args.no_progress)
+        report = val.run(lookup=lookup, contender=name, device=device, dtypes=dtypes, losses=args.loss,
+                         quick=args.quick, progress=bar.update)
+        bar.close()
+    except (ValueError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(val.summary_table(report, verbose=args.verbose))
+    if args.json:
+        val.write_json(report, args.json)
+    return 1 if report.failed else 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "kernels":
+        from . import kernel_report
+
+        return int(kernel_report.main(argv[1:]) or 0)
+    args = _parser().parse_args(argv)
+    args.command_line = " ".join(["fastseg", *argv])
+    return bench(args) if args.command == "bench" else validate(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

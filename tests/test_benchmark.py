@@ -1,0 +1,181 @@
+"""The measuring instruments of ``fastseg bench`` against values computed by hand.
+
+- :class:`OpCounter` (bytes moved, op count, peak live bytes) on op sequences whose traffic is
+  counted by hand, including broadcasting, freeing and a ``torch.library`` custom op whose
+  internal temporaries must be seen.
+- The fused contender's by-design bytes per pixel (read z, t twice, write dL/dz once).
+- The error column: a deliberately wrong contender is flagged, the reference is not.
+- Cases, sizes and the tiny progress bar.
+"""
+
+import io
+import math
+
+import pytest
+import torch
+
+from fastseg import benchmark as fb
+
+
+def test_op_counter_bytes_of_x_times_y_plus_z_by_hand():
+    x, y, z = (torch.randn(4, 8) for _ in range(3))  # 32 fp32 = 128 bytes each
+    with fb.OpCounter() as counter:
+        out = x * y + z
+    # mul reads x, y and writes tmp (3 x 128); add reads tmp, z and writes out (3 x 128).
+    assert counter.ops == 2
+    assert counter.bytes == 6 * 128
+    # tmp and out were alive together at the add: 2 x 128 bytes; tmp is freed after.
+    assert counter.peak == 2 * 128
+    assert counter.live == 128
+    del out
+    assert counter.live == 0
+
+
+def test_op_counter_broadcast_views_and_dtypes_by_hand():
+    x = torch.randn(4, 8)  # 128 bytes
+    row = torch.randn(8)  # 32 bytes, broadcast over 4 rows: read once
+    mask = torch.ones(4, 8, dtype=torch.uint8)  # 32 bytes
+    with fb.OpCounter() as counter:
+        a = x.view(32)  # a view: moves nothing, not counted
+        b = x * row  # 128 + 32 + 128
+        c = b * mask  # 128 + 32 + 128 (fp32 result)
+        s = c.sum()  # 128 + 4
+    assert counter.ops == 3
+    assert counter.bytes == (128 + 32 + 128) + (128 + 32 + 128) + (128 + 4)
+    # b, c and s all alive at the end (a shares x's storage, created before the counter).
+    assert counter.peak == 128 + 128 + 4
+    assert a.shape == (32,) and s.ndim == 0
+
+
+def test_unique_bytes_counts_expanded_dims_once():
+    t = torch.randn(8).expand(100, 8)
+    assert fb._unique_bytes(t) == 8 * 4
+    assert fb._unique_bytes(torch.zeros(3, 5, dtype=torch.float16)) == 30
+
+
+@torch.library.custom_op("fastseg_test::three_temps", mutates_args=())
+def _three_temps(x: torch.Tensor) -> torch.Tensor:
+    a = x * 2
+    b = a * 3
+    c = b + 1
+    return c.clone()
+
+
+@_three_temps.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+def test_op_counter_sees_inside_custom_ops():
+    x = torch.randn(16, 16)  # 1024 bytes
+    with fb.OpCounter() as counter:
+        y = _three_temps(x)
+    # a, b, c and the clone: c and b are alive when the clone is made, a was freed... not
+    # necessarily: a, b, c are Python locals, all alive until the body returns -> 4 x 1024.
+    assert counter.peak == 4 * 1024
+    assert counter.ops == 4  # the custom op itself is not an aten op; its 4 inner ops are
+    assert counter.live == 1024 and y.shape == x.shape
+
+
+def test_fused_bytes_per_pixel_by_design():
+    z32 = torch.zeros(2, dtype=torch.float32)
+    z16 = torch.zeros(2, dtype=torch.float16)
+    t8 = torch.zeros(2, dtype=torch.uint8)
+    # read (z, t) forward + read (z, t) backward + write dL/dz: 2 * (4 + 1) + 4 = 14 (issue 4).
+    assert fb.fused_bytes_per_pixel(z32, t8) == 14
+    assert fb.fused_bytes_per_pixel(z16, t8) == 2 * (2 + 1) + 2
+
+
+def test_rss_peak_sees_a_large_allocation():
+    with fb.rss_peak() as rss:
+        x = torch.ones(16 * 2**20 // 4)  # 16 MiB, written (resident)
+        del x
+    if rss["bytes"] is None:
+        pytest.skip("/proc/self/clear_refs is not writable here")
+    assert 15 * 2**20 <= rss["bytes"] < 64 * 2**20
+
+
+def _tiny_case(loss="dice"):
+    return fb.Case(loss, batch=2, height=12, width=20)
+
+
+def _inputs(case):
+    gen = torch.Generator().manual_seed(0)
+    t = (torch.rand(case.batch, 1, case.height, case.width, generator=gen) < 0.2).to(torch.uint8)
+    z = torch.randn(t.shape, generator=gen) * 2
+    return z, t
+
+
+def test_measure_flags_a_wrong_contender_and_passes_the_reference():
+    from fastseg import reference
+
+    case = _tiny_case()
+    z, t = _inputs(case)
+    truth = fb.oracle(case, z, t)
+    wrong = fb.measure(case, "wrong", z, t, device="cpu", repeat=2, warmup=1, truth=truth,
+                       factory=lambda c, d: lambda zz, tt: reference.dice(zz, tt) * 1.05)
+    right = fb.measure(case, "reference", z, t, device="cpu", repeat=2, warmup=1, truth=truth)
+    assert right.status == wrong.status == "ok"
+    assert right.correct is True and right.value_err < 1e-6
+    assert wrong.correct is False
+    # 5 % of the loss value, computed independently here in float64.
+    expected = 0.05 * float(reference.dice(z.double(), t))
+    assert wrong.value_err == pytest.approx(expected, rel=1e-4)
+    report = {"results": [vars(right), vars(wrong)],
+              "environment": fb.environment("cpu"), "settings": {"device": "cpu", "repeat": 2, "warmup": 1, "command": "x"}}
+    assert "WRONG" in fb.table(report).split("\n")[3]
+    assert "WRONG" not in fb.table(report).split("\n")[2]
+
+
+def test_measure_counts_bytes_of_an_eager_step_by_hand():
+    # loss = sum(z * w) with w a fixed float tensor; the step's ops, counted by hand:
+    #   forward  mul(z, w) -> m : 3 tensors of N floats;  sum(m) -> s : N + 1 floats
+    #   backward ones_like(s): input s (1 float, counted as an input though only its shape is
+    #            used) and 1 float out; expand (a view, free); mul(expanded 1, w) -> g: reads 1
+    #            (broadcast) + N, writes N; detach (a view) as z.grad takes g without a copy.
+    case = fb.Case("custom", batch=1, height=8, width=16)
+    n = case.pixels
+    w = torch.rand(1, 1, 8, 16)
+    z = torch.randn(1, 1, 8, 16)
+    res = fb.measure(case, "hand", z, torch.zeros_like(z, dtype=torch.uint8), device="cpu", repeat=1, warmup=1,
+                     factory=lambda c, d: lambda zz, tt: (zz * w).sum())
+    assert res.status == "ok", res.note
+    expected = 4 * (3 * n + (n + 1) + (1 + 1) + (1 + 2 * n))
+    assert res.bytes_per_pixel * n == expected
+    assert res.ops_per_step == 4
+
+
+def test_default_cases_scale_with_device_and_options():
+    cpu = fb.default_cases("cpu")
+    assert {c.loss for c in cpu} == set(fb.DEFAULT_LOSSES)
+    assert {(c.batch, c.height, c.width) for c in cpu} == {(8, 1024, 1024)}
+    assert {(c.batch, c.height, c.width) for c in fb.default_cases("cuda")} == {(16, 2048, 2048), (4, 4096, 4096)}
+    custom = fb.default_cases("cpu", losses=["dice"], batch=3, size="64x96", dtype="float16")
+    assert [(c.loss, c.batch, c.height, c.width, c.dtype, c.pixels) for c in custom] == [("dice", 3, 64, 96, "float16", 3 * 64 * 96)]
+    with pytest.raises(ValueError, match="size"):
+        fb.parse_size("0x3")
+    with pytest.raises(ValueError, match="dtype"):
+        fb.default_cases("cpu", dtype="int8")
+
+
+def test_make_inputs_synthetic_and_shapes():
+    case = fb.Case("dice", batch=2, height=40, width=24)
+    z, t = fb.make_inputs(case, "cpu")
+    assert z.shape == t.shape == (2, 1, 40, 24)
+    assert z.dtype == torch.float32 and t.dtype == torch.uint8
+    z2, t2 = fb.make_inputs(case, "cpu")
+    assert torch.equal(z, z2) and torch.equal(t, t2)  # seeded
+
+
+def test_progress_bar_writes_to_its_stream():
+    out = io.StringIO()
+    bar = fb.ProgressBar(4, stream=out)
+    for k in range(4):
+        bar.update(f"step {k}")
+    bar.close()
+    text = out.getvalue()
+    assert "4/4" in text and "#" * 28 in text and text.endswith("\n")
+    silent = io.StringIO()
+    quiet = fb.ProgressBar(2, enabled=False, stream=silent)
+    quiet.update()
+    assert silent.getvalue() == "" and math.isfinite(quiet.done)
