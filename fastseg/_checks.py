@@ -128,11 +128,15 @@ def check_loss_inputs(
     ignore=None,
     weight=None,
     check_values: bool = True,
+    convert_target: bool = True,
 ) -> CheckedInputs:
     """Validate a loss call's tensors and bring them to one shape.
 
     ``check_values`` runs the value checks (targets in [0, 1], probabilities in [0, 1],
     non-negative weights); they read the data, so a CUDA-graph-capturable caller may turn them off.
+    ``convert_target=False`` (the fused path) returns the target in its own dtype, bool, uint8 or
+    floating (other integer dtypes become uint8), with ignored pixels left as they are: ``valid``
+    says which pixels count, and the values of the valid ones are checked.
     """
     input = check_input_tensor(input)
     if not isinstance(from_logits, bool):
@@ -169,8 +173,8 @@ def check_loss_inputs(
             )
 
     dtype = compute_dtype(input)
-    target_f = target.to(dtype)
-    if valid is not None:
+    target_f = target.to(dtype) if convert_target else target
+    if convert_target and valid is not None:
         target_f = torch.where(valid, target_f, torch.zeros((), dtype=dtype, device=input.device))
 
     if weight is not None:
@@ -190,7 +194,14 @@ def check_loss_inputs(
             ) from None
 
     if check_values:
-        if target_f.numel() and (bool((target_f < 0).any()) or bool((target_f > 1).any())):
+        if target_f.dtype == torch.bool:
+            outside = False
+        elif valid is None or convert_target:  # ignored pixels hold 0 when converted
+            low, high = torch.aminmax(target_f)
+            outside = bool(low < 0) or bool(high > 1)
+        else:
+            outside = bool((((target_f < 0) | (target_f > 1)) & valid).any())
+        if outside:
             hint = " (pass ignore=<value> to mark an ignore_index)" if not target.is_floating_point() else ""
             raise ValueError(f"target values must lie in [0, 1]{hint}")
         if not from_logits:
@@ -201,4 +212,7 @@ def check_loss_inputs(
                 )
         if weight is not None and bool((weight < 0).any()):
             raise ValueError("weight must be non-negative")
+    if not convert_target and not (target_f.dtype in (torch.bool, torch.uint8) or target_f.is_floating_point()):
+        # other integer dtypes (an ignore_index of -1 or 255 in int64, say) narrow to uint8, ignored -> 0
+        target_f = (target_f if valid is None else torch.where(valid, target_f, 0)).to(torch.uint8)
     return CheckedInputs(input=input, target=target_f, valid=valid, weight=weight)

@@ -1,0 +1,299 @@
+"""The fused loss as a differentiable op: backend choice, autograd, ``torch.library`` registration.
+
+Two custom ops carry every fused loss (registered with :func:`torch.library.custom_op`, so
+``torch.compile(..., fullgraph=True)`` sees each as one opaque node with a fake implementation,
+and no graph break):
+
+- ``fastseg::fused_sums(z, t, valid, weight, distance, quantities, params, backend, deterministic)``
+  returns ``S [B*C, K]``, the per-group sums of the plan's quantities;
+- ``fastseg::fused_grad(z, t, coeffs, valid, weight, distance, quantities, params, backend)`` returns
+  ``dL/dz`` from ``coeffs = dL/dS``.
+
+The autograd formula of ``fused_sums`` (``register_autograd``) is ``fused_grad``; the epilogue
+on ``S`` is plain torch code, so autograd itself produces ``coeffs`` (scope "batch" sums ``S``
+over the batch there, and autograd expands ``coeffs`` back). Saved for backward: references to
+the inputs only, never a per-pixel intermediate. ``fused_grad`` has no derivative: a second
+backward raises a ``RuntimeError`` instead of returning a silently wrong second derivative.
+
+On CUDA with ``backend="triton"`` the same pair is registered with ``torch.library.triton_op``
+(``fastseg::fused_sums_triton`` / ``fastseg::fused_grad_triton``): the launchers of
+``kernels/fused_loss.py`` launch through ``torch.library.wrap_triton``, so torch.compile traces
+into the kernels themselves (and the op body is its own fake implementation).
+
+Backends (``backend=``): ``"torch"`` is :mod:`.torch_path`; ``"triton"`` is ``kernels/fused_loss.py``
+(imported lazily; on CPU tensors it runs under ``TRITON_INTERPRET=1``, which this module sets
+at import on machines without CUDA unless triton was imported before or the variable is set);
+``"auto"`` picks Triton for CUDA tensors, torch otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .._checks import check_choice
+from . import torch_path
+from .spec import TermParams
+
+BACKENDS = ("auto", "triton", "torch")
+
+# On a machine without CUDA, Triton kernels can only run in its interpreter, and the variable
+# must be set before triton is first imported, which torch does on the first call of any custom
+# op (through torch._dynamo). So it is settled here, at import, unless the user chose already.
+if not torch.cuda.is_available() and "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def resolve_backend(backend: str, z: Tensor) -> str:
+    check_choice("backend", backend, BACKENDS)
+    if backend == "auto":
+        return "triton" if z.is_cuda else "torch"
+    if backend == "torch" and z.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"backend='torch' supports CPU and CUDA tensors; got device {z.device}")
+    return backend
+
+
+def _triton_module(on_cpu: bool):
+    """``kernels.fused_loss`` (``fastseg.kernels.fused_loss`` when installed), imported on first use."""
+    if on_cpu and os.environ.get("TRITON_INTERPRET") != "1":
+        if "triton" in sys.modules:
+            raise RuntimeError(
+                "backend='triton' on CPU tensors runs the kernels under the Triton interpreter, which needs "
+                "TRITON_INTERPRET=1 set before triton is imported; set it in the environment, or use backend='torch'"
+            )
+        os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        return importlib.import_module("fastseg.kernels.fused_loss")
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("fastseg.kernels"):
+            raise  # a missing dependency (triton), not a missing package
+        return importlib.import_module("kernels.fused_loss")  # running from a source checkout
+
+
+def _backend_module(backend: str, z: Tensor):
+    return torch_path if backend == "torch" else _triton_module(not z.is_cuda)
+
+
+def _params(params: list[float]) -> TermParams:
+    return TermParams(*params)
+
+
+def params_list(params: TermParams) -> list[float]:
+    return [float(getattr(params, f)) for f in TermParams.__dataclass_fields__]
+
+
+def _sums_dtype(z: Tensor) -> torch.dtype:
+    return torch.float64 if z.dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------------------------
+# fastseg::fused_sums
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastseg::fused_sums", mutates_args=())
+def fused_sums(
+    z: Tensor,
+    t: Tensor,
+    valid: Optional[Tensor],
+    weight: Optional[Tensor],
+    distance: Optional[Tensor],
+    quantities: list[int],
+    params: list[float],
+    backend: str,
+    deterministic: bool,
+) -> Tensor:
+    """``S [B*C, K]``: per-(image, channel) sums of ``quantities`` over ``z, t`` (``[B, C, N]``)."""
+    mod = _backend_module(backend, z)
+    return mod.fused_loss_forward(
+        z,
+        t,
+        quantities=tuple(quantities),
+        params=_params(params),
+        valid=valid,
+        weight=weight,
+        distance=distance,
+        deterministic=deterministic,
+    )
+
+
+@fused_sums.register_fake
+def _(z, t, valid, weight, distance, quantities, params, backend, deterministic):
+    return z.new_empty((z.shape[0] * z.shape[1], len(quantities)), dtype=_sums_dtype(z))
+
+
+# --------------------------------------------------------------------------------------------
+# fastseg::fused_grad
+# --------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastseg::fused_grad", mutates_args=())
+def fused_grad(
+    z: Tensor,
+    t: Tensor,
+    coeffs: Tensor,
+    valid: Optional[Tensor],
+    weight: Optional[Tensor],
+    distance: Optional[Tensor],
+    quantities: list[int],
+    params: list[float],
+    backend: str,
+) -> Tensor:
+    """``dL/dz`` (``[B, C, N]``, z's dtype) from ``coeffs = dL/dS`` (``[B*C, K]``)."""
+    mod = _backend_module(backend, z)
+    grad = mod.fused_loss_backward(
+        z,
+        t,
+        coeffs,
+        quantities=tuple(quantities),
+        params=_params(params),
+        valid=valid,
+        weight=weight,
+        distance=distance,
+    )
+    return grad.view(z.shape) if grad.shape != z.shape else grad
+
+
+@fused_grad.register_fake
+def _(z, t, coeffs, valid, weight, distance, quantities, params, backend):
+    return z.new_empty(z.shape)
+
+
+def _no_double_backward(ctx, grad):
+    raise RuntimeError(
+        "fastseg fused losses do not support double backward (the gradient of a gradient): the fused backward "
+        "pass is not itself differentiable. Use fastseg.reference for higher-order derivatives."
+    )
+
+
+def _setup_grad_context(ctx, inputs, output):
+    pass
+
+
+torch.library.register_autograd("fastseg::fused_grad", _no_double_backward, setup_context=_setup_grad_context)
+
+
+# --------------------------------------------------------------------------------------------
+# autograd of fastseg::fused_sums
+# --------------------------------------------------------------------------------------------
+
+
+def _setup_sums_context(ctx, inputs, output):
+    z, t, valid, weight, distance, quantities, params, backend, deterministic = inputs
+    ctx.save_for_backward(z, t, valid, weight, distance)
+    ctx.meta = (quantities, params, backend)
+
+
+def _sums_backward(ctx, grad_S):
+    z, t, valid, weight, distance = ctx.saved_tensors
+    quantities, params, backend = ctx.meta
+    grad_z = None
+    if ctx.needs_input_grad[0]:
+        grad_z = fused_grad(z, t, grad_S.contiguous(), valid, weight, distance, quantities, params, backend)
+    return grad_z, None, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("fastseg::fused_sums", _sums_backward, setup_context=_setup_sums_context)
+
+
+# --------------------------------------------------------------------------------------------
+# CUDA + Triton: the same two ops as triton_ops, so torch.compile traces into the kernels
+# --------------------------------------------------------------------------------------------
+
+# Registered only where CUDA exists: defining a triton_op imports triton, and on a CPU-only
+# machine triton must stay unimported until TRITON_INTERPRET is settled (see _triton_module).
+HAS_TRITON_OP = hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton") and torch.cuda.is_available()
+
+if HAS_TRITON_OP:
+
+    @torch.library.triton_op("fastseg::fused_sums_triton", mutates_args=())
+    def fused_sums_triton(
+        z: Tensor,
+        t: Tensor,
+        valid: Optional[Tensor],
+        weight: Optional[Tensor],
+        distance: Optional[Tensor],
+        quantities: list[int],
+        params: list[float],
+        deterministic: bool,
+    ) -> Tensor:
+        """:func:`fused_sums` on CUDA tensors through ``wrap_triton``-launched kernels."""
+        return _triton_module(False).fused_loss_forward(
+            z,
+            t,
+            quantities=tuple(quantities),
+            params=_params(params),
+            valid=valid,
+            weight=weight,
+            distance=distance,
+            deterministic=deterministic,
+            launch_wrapper=torch.library.wrap_triton,
+        )
+
+    @torch.library.triton_op("fastseg::fused_grad_triton", mutates_args=())
+    def fused_grad_triton(
+        z: Tensor,
+        t: Tensor,
+        coeffs: Tensor,
+        valid: Optional[Tensor],
+        weight: Optional[Tensor],
+        distance: Optional[Tensor],
+        quantities: list[int],
+        params: list[float],
+    ) -> Tensor:
+        """:func:`fused_grad` on CUDA tensors through ``wrap_triton``-launched kernels."""
+        return _triton_module(False).fused_loss_backward(
+            z,
+            t,
+            coeffs,
+            quantities=tuple(quantities),
+            params=_params(params),
+            valid=valid,
+            weight=weight,
+            distance=distance,
+            launch_wrapper=torch.library.wrap_triton,
+        )
+
+    def _setup_triton_context(ctx, inputs, output):
+        z, t, valid, weight, distance, quantities, params, deterministic = inputs
+        ctx.save_for_backward(z, t, valid, weight, distance)
+        ctx.meta = (quantities, params)
+
+    def _triton_backward(ctx, grad_S):
+        z, t, valid, weight, distance = ctx.saved_tensors
+        quantities, params = ctx.meta
+        grad_z = None
+        if ctx.needs_input_grad[0]:
+            grad_z = fused_grad_triton(z, t, grad_S.contiguous(), valid, weight, distance, quantities, params)
+        return grad_z, None, None, None, None, None, None, None
+
+    torch.library.register_autograd("fastseg::fused_sums_triton", _triton_backward, setup_context=_setup_triton_context)
+    torch.library.register_autograd("fastseg::fused_grad_triton", _no_double_backward, setup_context=_setup_grad_context)
+
+
+def group_sums(
+    z: Tensor,
+    t: Tensor,
+    *,
+    quantities,
+    params: TermParams,
+    valid: Tensor | None = None,
+    weight: Tensor | None = None,
+    distance: Tensor | None = None,
+    backend: str = "auto",
+    deterministic: bool = True,
+) -> Tensor:
+    """Differentiable ``S [B*C, K]`` of ``z [B, C, N]`` through the chosen backend."""
+    backend = resolve_backend(backend, z)
+    if backend == "triton" and z.is_cuda and HAS_TRITON_OP:
+        return fused_sums_triton(
+            z, t, valid, weight, distance, [int(q) for q in quantities], params_list(params), bool(deterministic)
+        )
+    return fused_sums(
+        z, t, valid, weight, distance, [int(q) for q in quantities], params_list(params), backend, bool(deterministic)
+    )

@@ -1,0 +1,279 @@
+"""One plan per loss of the catalog: which per-pixel quantities to sum, their scalar parameters,
+and the epilogue that turns the sums into the loss.
+
+A :class:`Plan` is ``(quantities, params, epilogue)``; the engine (:mod:`.function`) asks a
+backend for ``S[g, k]`` (the sums of ``quantities`` per group) and calls ``epilogue(stats,
+reduction)`` with a :class:`Stats` view of ``S``. The epilogue is ordinary differentiable torch
+code on tiny tensors: autograd turns it into ``c = dL/dS`` for the backward pass.
+
+Group layout. The backend sees ``[B, C, N]`` logits and returns one row per (image, channel),
+except for ``reduction="none"`` of a pointwise loss, where every pixel is its own group (``N``
+moved into the group axis), so the per-pixel map comes out of the same machinery. :class:`Stats`
+hides the difference: ``pixel(k)`` is ``[B, C, P]`` (``P = 1`` or ``N``), ``channel(k)`` sums over
+the batch and the pixels, ``group(k)`` gives the region statistics of the scope.
+
+The formulas and every decision are those of the reference (:mod:`fastseg.reference`, whose
+docstrings cite the seeds and ``LOSSES.md``); the parameters arrive here already validated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .spec import Quantity as Q
+from .spec import TermParams
+
+#: Below this, ``x ** k`` continues linearly (the reference's ``power_near_zero`` decision).
+POWER_FLOOR = 1e-6
+
+
+@dataclass(frozen=True)
+class Plan:
+    quantities: tuple[Q, ...]
+    params: TermParams
+    epilogue: Callable[["Stats", str], Tensor]
+    pointwise: bool = False  # per-pixel loss only: reduction="none" gives a per-pixel map
+
+
+class Stats:
+    """A view of the backend's sums ``S [B*C*P, K]`` by quantity name.
+
+    ``scope`` picks the region groups (``"image"``: ``[B, C]``, ``"batch"``: ``[C]``);
+    ``masked`` says whether some pixels were ignored (then groups without a valid pixel are left
+    out of region means, as the reference does).
+    """
+
+    def __init__(self, S: Tensor, quantities, B: int, C: int, P: int, scope: str, masked: bool):
+        self.S = S.view(B, C, P, len(quantities))
+        self.index = {q: i for i, q in enumerate(quantities)}
+        self.scope = scope
+        self.masked = masked
+
+    def pixel(self, q: Q) -> Tensor:
+        """``[B, C, P]``: the sum per (image, channel) (``P = 1``) or the value per pixel."""
+        return self.S[..., self.index[q]]
+
+    def channel(self, q: Q) -> Tensor:
+        """``[1, C, 1]``: the sum over the batch and every pixel, per channel."""
+        return self.pixel(q).sum(dim=(0, 2), keepdim=True)
+
+    def total(self, q: Q) -> Tensor:
+        return self.pixel(q).sum()
+
+    def group(self, q: Q) -> Tensor:
+        """Region statistic per group: ``[B, C]`` (scope "image") or ``[C]`` ("batch")."""
+        per_image = self.pixel(q).sum(dim=2)
+        return per_image if self.scope == "image" else per_image.sum(dim=0)
+
+    # reductions --------------------------------------------------------------------------
+    def reduce_pointwise(self, per_pixel: Tensor, reduction: str) -> Tensor:
+        """Mean over the valid pixels of the batch (0 when none), sum, or the per-pixel map."""
+        if reduction == "none":
+            return per_pixel
+        total = per_pixel.sum()
+        if reduction == "sum":
+            return total
+        return total / self.total(Q.COUNT).clamp_min(1)
+
+    def reduce_groups(self, per_group: Tensor, reduction: str) -> Tensor:
+        """Mean over groups holding a valid pixel (0 when none), sum, or the per-group values."""
+        present = self.group(Q.COUNT) > 0 if self.masked else None
+        if present is not None:
+            per_group = torch.where(present, per_group, torch.zeros((), dtype=per_group.dtype, device=per_group.device))
+        if reduction == "none":
+            return per_group
+        if reduction == "sum":
+            return per_group.sum()
+        if present is None:
+            return per_group.mean()
+        return per_group.sum() / present.sum().clamp_min(1).to(per_group.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# scalar helpers of the epilogues
+# --------------------------------------------------------------------------------------------
+
+
+def power_near_zero(x: Tensor, k: float) -> Tensor:
+    """``x ** k`` for ``x >= 0``: exact above :data:`POWER_FLOOR`, linear below (finite slope at 0)."""
+    if k == 0:
+        return torch.ones_like(x)
+    x = x.clamp_min(0)
+    if k >= 1:
+        return x**k
+    safe = x.clamp_min(POWER_FLOOR)
+    return safe**k * (x / safe)
+
+
+def neg_log(x: Tensor) -> Tensor:
+    """``-log x`` of a ratio in (0, 1], round-off above 1 giving 0."""
+    return (-torch.log(x)).clamp_min(0)
+
+
+def class_counts(st: Stats) -> tuple[Tensor, Tensor]:
+    """``(n_pos, n_neg)`` per channel over the valid pixels of the batch, ``[1, C, 1]``."""
+    n_pos = st.channel(Q.SUM_T)
+    n_neg = (st.channel(Q.COUNT) - n_pos).clamp_min(0)
+    return n_pos, n_neg
+
+
+def confusion(st: Stats) -> tuple[Tensor, Tensor, Tensor]:
+    """Per group ``(TP, FP, FN)`` with ``FP = sum p - TP``, ``FN = sum t - TP``."""
+    tp = st.group(Q.TP)
+    return tp, st.group(Q.SUM_P) - tp, st.group(Q.SUM_T) - tp
+
+
+def tversky_index(st: Stats, alpha: float, beta: float, eps: float) -> Tensor:
+    tp, fp, fn = confusion(st)
+    return (tp + eps) / (tp + alpha * fp + beta * fn + eps)
+
+
+def dice_coefficient(st: Stats, eps: float) -> Tensor:
+    tp = st.group(Q.TP)
+    return (2 * tp + eps) / (st.group(Q.SUM_P) + st.group(Q.SUM_T) + eps)
+
+
+def jaccard_index(st: Stats, eps: float) -> Tensor:
+    tp = st.group(Q.TP)
+    return (tp + eps) / (st.group(Q.SUM_T) + st.group(Q.SUM_P) - tp + eps)
+
+
+def adaptive_q(q: str, n_pos: Tensor, n_neg: Tensor, beta: float, gamma: float | None, a: float, smooth: float) -> Tensor:
+    """Seed 002 eq 3-7 with the reference's smoothing: ``alpha = (N_neg + s)/(N + 2 s)``."""
+    n_pos, n_neg = n_pos + smooth, n_neg + smooth
+    if smooth == 0:
+        n_pos, n_neg = n_pos.clamp_min(1), n_neg.clamp_min(1)
+    alpha = n_neg / (n_neg + n_pos)
+    odds = n_neg / n_pos
+    if q == "xie":
+        return odds
+    if q == "power":
+        return beta * odds**gamma
+    if q == "log":
+        return beta * torch.log(odds).clamp_min(0)
+    return beta * a ** (gamma * (2 * alpha - 1))
+
+
+# --------------------------------------------------------------------------------------------
+# pointwise plans: lam_fg * FG + lam_bg * BG (per pixel), mean over the valid pixels
+# --------------------------------------------------------------------------------------------
+
+_CE = (Q.FG_CE, Q.BG_CE, Q.COUNT)
+
+
+def _two_term(qs, params, w_fg, w_bg, fg=Q.FG_CE, bg=Q.BG_CE) -> Plan:
+    def epilogue(st: Stats, reduction: str) -> Tensor:
+        return st.reduce_pointwise(w_fg * st.pixel(fg) + w_bg * st.pixel(bg), reduction)
+
+    return Plan(qs, params, epilogue, pointwise=True)
+
+
+def ce_plan(*, w_fg=1.0, w_bg=1.0, g_fg=0.0, g_bg=0.0, m=0.0) -> Plan:
+    """``-[w_fg (1-p)^g_fg t log sigmoid(z-m) + w_bg p^g_bg (1-t) log(1-p)]``: BCE, weighted
+    BCE, focal, asymmetric focal, asymmetric margin, asymmetric focal margin, focal margin."""
+    return _two_term(_CE, TermParams(g_fg=g_fg, m=m, g_bg=g_bg), w_fg, w_bg)
+
+
+def balanced_bce_plan() -> Plan:
+    def epilogue(st: Stats, reduction: str) -> Tensor:
+        n_pos, n_neg = class_counts(st)
+        beta = n_neg / (n_pos + n_neg).clamp_min(1)
+        return st.reduce_pointwise(beta * st.pixel(Q.FG_CE) + (1 - beta) * st.pixel(Q.BG_CE), reduction)
+
+    return Plan(_CE + (Q.SUM_T,), TermParams(), epilogue, pointwise=True)
+
+
+def adaptive_wce_plan(*, q, beta, gamma, a, smooth) -> Plan:
+    def epilogue(st: Stats, reduction: str) -> Tensor:
+        return st.reduce_pointwise(_adaptive_wce_pixels(st, q, beta, gamma, a, smooth), reduction)
+
+    return Plan(_CE + (Q.SUM_T,), TermParams(), epilogue, pointwise=True)
+
+
+def _adaptive_wce_pixels(st, q, beta, gamma, a, smooth) -> Tensor:
+    n_pos, n_neg = class_counts(st)
+    q_alpha = adaptive_q(q, n_pos, n_neg, beta, gamma, a, smooth)
+    return q_alpha * st.pixel(Q.FG_CE) + st.pixel(Q.BG_CE)
+
+
+def el_ce_plan(*, w_fg, w_bg, gce) -> Plan:
+    return _two_term((Q.EL_FG, Q.EL_BG, Q.COUNT), TermParams(gce=gce), w_fg, w_bg, Q.EL_FG, Q.EL_BG)
+
+
+def dibe_dis_plan(*, w_fg, w_bg, gamma, alpha, beta) -> Plan:
+    params = TermParams(dibe_g=gamma, dibe_alpha=alpha, dibe_beta=beta)
+    return _two_term((Q.DIBE_FG, Q.DIBE_BG, Q.COUNT), params, w_fg, w_bg, Q.DIBE_FG, Q.DIBE_BG)
+
+
+# --------------------------------------------------------------------------------------------
+# region plans: a function of per-group sums, reduced over the groups
+# --------------------------------------------------------------------------------------------
+
+_CONF = (Q.TP, Q.SUM_P, Q.SUM_T, Q.COUNT)
+
+
+def region_plan(per_group: Callable[[Stats], Tensor], quantities=_CONF) -> Plan:
+    def epilogue(st: Stats, reduction: str) -> Tensor:
+        return st.reduce_groups(per_group(st), reduction)
+
+    return Plan(tuple(quantities), TermParams(), epilogue)
+
+
+def dice_plan(*, eps) -> Plan:
+    return region_plan(lambda st: 1 - dice_coefficient(st, eps))
+
+
+def squared_dice_plan(*, eps) -> Plan:
+    def per_group(st):
+        return 1 - (2 * st.group(Q.TP) + eps) / (st.group(Q.SUM_TT) + st.group(Q.SUM_PP) + eps)
+
+    return region_plan(per_group, (Q.TP, Q.SUM_PP, Q.SUM_TT, Q.COUNT))
+
+
+def jaccard_plan(*, eps) -> Plan:
+    return region_plan(lambda st: 1 - jaccard_index(st, eps))
+
+
+def tversky_plan(*, alpha, beta, eps) -> Plan:
+    return region_plan(lambda st: 1 - tversky_index(st, alpha, beta, eps))
+
+
+def focal_tversky_plan(*, gamma, alpha, beta, eps) -> Plan:
+    return region_plan(lambda st: power_near_zero(1 - tversky_index(st, alpha, beta, eps), gamma))
+
+
+def dibe_reg_plan(*, gamma, alpha, beta, eps) -> Plan:
+    return region_plan(lambda st: power_near_zero(neg_log(tversky_index(st, alpha, beta, eps)), 1.0 / gamma))
+
+
+def log_cosh_dice_plan(*, eps) -> Plan:
+    return region_plan(lambda st: torch.log(torch.cosh(1 - dice_coefficient(st, eps))))
+
+
+def sensitivity_specificity_plan(*, w, eps) -> Plan:
+    def per_group(st):
+        sum_t = st.group(Q.SUM_T)
+        sens = st.group(Q.SS_FG) / (sum_t + eps)
+        spec = st.group(Q.SS_BG) / (st.group(Q.COUNT) - sum_t + eps)
+        return w * sens + (1 - w) * spec
+
+    return region_plan(per_group, (Q.SS_FG, Q.SS_BG, Q.SUM_T, Q.COUNT))
+
+
+# --------------------------------------------------------------------------------------------
+# compound plans: a pointwise plan + a region term
+# --------------------------------------------------------------------------------------------
+
+
+def compound_plan(pointwise: Plan, w_point: float, region: Callable[[Stats], Tensor], w_region: float, region_qs=_CONF) -> Plan:
+    """``w_point * pointwise + w_region * reduce_groups(region)`` ("mean" or "sum" only)."""
+    qs = tuple(dict.fromkeys(pointwise.quantities + tuple(region_qs)))
+
+    def epilogue(st: Stats, reduction: str) -> Tensor:
+        return w_point * pointwise.epilogue(st, reduction) + w_region * st.reduce_groups(region(st), reduction)
+
+    return Plan(qs, pointwise.params, epilogue)

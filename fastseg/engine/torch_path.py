@@ -1,0 +1,478 @@
+"""The torch backend of the fused engine: the per-pixel quantities of :mod:`.spec` in chunks.
+
+Same interface as the Triton launchers in ``kernels/fused_loss.py``::
+
+    fused_loss_forward(z, t, *, quantities, params, valid, weight, distance, deterministic) -> S [B*C, K]
+    fused_loss_backward(z, t, coeffs, *, quantities, params, valid, weight, distance) -> dL/dz like z
+
+``z`` is ``[B, C, N]`` (any strides, any float dtype), ``t`` bool/uint8/float of the same shape,
+``valid`` an optional bool mask, ``weight`` and ``distance`` optional float maps. The pixels are
+visited in cache-sized chunks (:data:`CHUNK` elements: part of one row, or several whole rows when
+the rows are short), so the extra memory of a call is a few chunk-sized buffers plus its output;
+nothing per pixel is kept between forward and backward. Within a chunk every quantity shares one
+set of primitives, each computed once and only when a requested quantity needs it:
+
+    p = sigmoid(z), q = sigmoid(-z) = 1 - p,  l1 = log1p(exp(-|z|)) = log1p(min(p, q) / max(p, q)),
+    spn = -log p = l1 - min(z, 0),  spp = -log(1-p) = l1 + max(z, 0),
+    margin m, E = exp(m), h = q (E - 1):   -log sigmoid(z-m) = spn + log1p(h),  sigmoid(z-m) = p / (1 + h)
+
+(the margin identities follow from ``1 + exp(m - z) = (p + E q) / p``; they save the second
+``exp``). Compute dtype: float64 for float64 logits, float32 otherwise. Chunk sums are added in
+float64 in a fixed order, so the result is deterministic whatever ``deterministic`` says.
+
+Threads (CPU): chunk-sized ops are far too small for torch's intra-op OpenMP parallelism (its
+fork/join per op costs more than the op, and on a loaded machine a hundred times more), so while
+a call runs, torch ops run serially (``torch.set_num_threads(1)``, restored afterwards).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+from .spec import Quantity as Q
+from .spec import TermParams
+
+#: Elements per chunk: large enough to amortise the per-op overhead, small enough for L2
+#: (64K elements = 256 KiB per fp32 buffer; the fastest of 16K-128K measured at 8x1x1024x1024).
+CHUNK = 1 << 16
+
+_CONSTANT = {Q.SUM_T, Q.SUM_TT, Q.COUNT}
+
+
+def compute_dtype(z: Tensor) -> torch.dtype:
+    return torch.float64 if z.dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------------------------
+# chunking
+# --------------------------------------------------------------------------------------------
+
+
+def _rows(x: Tensor | None, G: int, N: int) -> Tensor | None:
+    """``[B, C, N]`` as ``[G, N]`` (a view when the strides allow it, else a copy)."""
+    if x is None:
+        return None
+    try:
+        return x.view(G, N)
+    except RuntimeError:
+        return x.reshape(G, N)
+
+
+def _blocks(G: int, N: int, chunk: int):
+    """Yield ``(g0, g1, s, e)``: rows ``g0:g1``, columns ``s:e``; either one row or whole rows."""
+    if 2 * N > chunk:
+        n_chunks = -(-N // chunk)
+        size = -(-N // n_chunks)
+        for g in range(G):
+            for s in range(0, N, size):
+                yield g, g + 1, s, min(s + size, N)
+    else:
+        rows = max(1, chunk // N)
+        for g0 in range(0, G, rows):
+            yield g0, min(g0 + rows, G), 0, N
+
+
+@contextmanager
+def _serial_ops(device: torch.device):
+    """Run torch ops serially (CPU) for the duration of a call; the thread setting is restored.
+
+    Chunk-sized ops are too small for torch's intra-op (OpenMP) parallelism: its fork/join per op
+    costs more than the op, and on a loaded machine a hundred times more. Spreading the chunks
+    over Python threads instead gained nothing here (the per-op dispatch holds the GIL), so a
+    call runs in the calling thread.
+    """
+    n = torch.get_num_threads() if device.type == "cpu" else 1
+    if n > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n > 1:
+            torch.set_num_threads(n)
+
+
+def _pow(x: Tensor, g: float) -> Tensor | None:
+    """``x ** g`` for ``x >= 0``; ``None`` stands for 1 (g = 0); ``0 ** g = 0`` for g > 0."""
+    if g == 0:
+        return None
+    if g == 1:
+        return x
+    if g == 2:
+        return x * x
+    if g == 0.5:
+        return torch.sqrt(x)
+    return torch.pow(x, g)
+
+
+def _mul(a: Tensor, b: Tensor | None) -> Tensor:
+    return a if b is None else a * b
+
+
+# --------------------------------------------------------------------------------------------
+# per-chunk primitives
+# --------------------------------------------------------------------------------------------
+
+
+class _Chunk:
+    """The inputs of one chunk ``[R, L]`` and the primitives derived from them, each made once."""
+
+    def __init__(self, z, t, valid, weight, distance, params: TermParams, dtype):
+        self.dtype = dtype
+        self.params = params
+        self.z = z.to(dtype)
+        self.v = None if valid is None else valid.to(dtype)
+        if valid is None:
+            self.t = t.to(dtype)
+        else:
+            self.t = torch.where(valid, t.to(dtype), 0.0)  # ignored pixels: t = 0 (whatever they hold)
+        self.w = None if weight is None else weight.to(dtype)
+        self.d = None if distance is None else distance.to(dtype)
+
+    # targets -----------------------------------------------------------------------------
+    @cached_property
+    def nt(self) -> Tensor:  # (1 - t) * valid
+        return torch.rsub(self.t, 1.0) if self.v is None else self.v - self.t
+
+    @cached_property
+    def tw(self) -> Tensor:  # t * w
+        return _mul(self.t, self.w)
+
+    @cached_property
+    def ntw(self) -> Tensor:  # (1 - t) * valid * w
+        return _mul(self.nt, self.w)
+
+    # logits ------------------------------------------------------------------------------
+    @cached_property
+    def p(self) -> Tensor:
+        return torch.sigmoid(self.z)
+
+    @cached_property
+    def q(self) -> Tensor:  # 1 - p, accurate where p is close to 1
+        return torch.sigmoid(torch.neg(self.z))
+
+    @cached_property
+    def l1(self) -> Tensor:  # log1p(exp(-|z|)), exp(-|z|) = min(p, q) / max(p, q)
+        return torch.minimum(self.p, self.q).div_(torch.maximum(self.p, self.q)).log1p_()
+
+    @cached_property
+    def spn(self) -> Tensor:  # -log p = softplus(-z) = l1 - min(z, 0)
+        return self.l1 - torch.clamp(self.z, max=0.0)
+
+    @cached_property
+    def spp(self) -> Tensor:  # -log(1 - p) = softplus(z) = l1 + max(z, 0)
+        return torch.clamp(self.z, min=0.0).add_(self.l1)
+
+    @cached_property
+    def _h(self) -> Tensor:  # q (exp(m) - 1)
+        return self.q * math.expm1(self.params.m)
+
+    @cached_property
+    def spnm(self) -> Tensor:  # -log sigmoid(z - m)
+        if self.params.m == 0:
+            return self.spn
+        return torch.log1p(self._h).add_(self.spn)
+
+    @cached_property
+    def pm(self) -> Tensor:  # sigmoid(z - m)
+        if self.params.m == 0:
+            return self.p
+        return self.p / (self._h + 1.0)
+
+    @cached_property
+    def focal_fg(self) -> Tensor | None:  # (1-p)^g_fg
+        return _pow(self.q, self.params.g_fg)
+
+    @cached_property
+    def focal_bg(self) -> Tensor | None:  # p^g_bg
+        return _pow(self.p, self.params.g_bg)
+
+    @cached_property
+    def yhat(self) -> Tensor:
+        return self.z >= 0
+
+    @cached_property
+    def p_minus_t(self) -> Tensor:
+        return self.p - self.t
+
+    # per-pixel quantities (before the valid / weight factors) -----------------------------
+    def fg_ce(self) -> Tensor:  # (1-p)^g (-log sigmoid(z-m))
+        return _mul(self.spnm, self.focal_fg)
+
+    def bg_ce(self) -> Tensor:  # p^g (-log(1-p))
+        return _mul(self.spp, self.focal_bg)
+
+    def el(self, base: Tensor) -> Tensor:
+        gce = self.params.gce
+        return base if gce == 1 else _pow(base.clamp_min(torch.finfo(self.dtype).tiny), gce)
+
+    def _dibe_parts(self, fg: bool):
+        """(hit value, miss/alarm value, u) of DIBE_FG (``fg``) or DIBE_BG."""
+        g = self.params.dibe_g
+        a1 = 1.0 + (self.params.dibe_alpha if fg else self.params.dibe_beta)
+        nl = self.spn if fg else self.spp  # -log p  or  -log(1-p)
+        focus = self.q if fg else self.p  # hit focusing base
+        u = torch.expm1(nl * -a1).neg_().clamp_min_(torch.finfo(self.dtype).tiny)  # 1 - p^(1+a)
+        hit = _mul(nl, _pow(focus, g))
+        miss = _mul(nl * a1, _pow(u, g))
+        return hit, miss, u, nl, a1
+
+    def dibe(self, fg: bool) -> Tensor:
+        hit, miss, *_ = self._dibe_parts(fg)
+        use_hit = self.yhat if fg else ~self.yhat
+        return torch.where(use_hit, hit, miss)
+
+
+# --------------------------------------------------------------------------------------------
+# forward: per-row sums
+# --------------------------------------------------------------------------------------------
+
+
+def _rowsum(x: Tensor) -> Tensor:
+    return x.sum(dim=-1)
+
+
+def _rowdot(x: Tensor, y: Tensor) -> Tensor:
+    if x.shape[0] == 1 and x.is_contiguous() and y.is_contiguous():  # one row: a BLAS dot, no temporary
+        return torch.dot(x[0], y[0]).reshape(1)
+    return torch.mul(x, y).sum(dim=-1)
+
+
+def _chunk_sums(c: _Chunk, quantities) -> list[Tensor]:
+    R, L = c.z.shape
+    out = []
+    for k in quantities:
+        if k == Q.TP:
+            s = _rowdot(c.p, c.t)
+        elif k == Q.SUM_P:
+            s = _rowsum(c.p) if c.v is None else _rowdot(c.p, c.v)
+        elif k == Q.SUM_T:
+            s = _rowsum(c.t)
+        elif k == Q.SUM_PP:
+            s = _rowdot(c.p, c.p) if c.v is None else _rowdot(c.p * c.p, c.v)
+        elif k == Q.SUM_TT:
+            s = _rowdot(c.t, c.t)
+        elif k == Q.COUNT:
+            s = c.z.new_full((R,), float(L)) if c.v is None else _rowsum(c.v)
+        elif k == Q.FG_CE:
+            s = _rowdot(c.fg_ce(), c.tw)
+        elif k == Q.BG_CE:
+            s = _rowdot(c.bg_ce(), c.ntw)
+        elif k == Q.EL_FG:
+            s = _rowdot(c.el(c.spn), c.tw)
+        elif k == Q.EL_BG:
+            s = _rowdot(c.el(c.spp), c.ntw)
+        elif k == Q.DIBE_FG:
+            s = _rowdot(c.dibe(True), c.tw)
+        elif k == Q.DIBE_BG:
+            s = _rowdot(c.dibe(False), c.ntw)
+        elif k == Q.SS_FG:
+            s = _rowdot(c.p_minus_t.square(), c.t)
+        elif k == Q.SS_BG:
+            s = _rowdot(c.p_minus_t.square(), c.nt)
+        elif k == Q.D_FP:
+            s = _rowdot(c.p * c.d, c.nt)
+        elif k == Q.D_SQERR:
+            sq = c.p_minus_t.square() * c.d
+            s = _rowsum(sq) if c.v is None else _rowdot(sq, c.v)
+        else:
+            raise ValueError(f"unknown quantity {k!r}")
+        out.append(s)
+    return out
+
+
+def _check_args(z, t, quantities, valid, weight, distance):
+    if z.ndim != 3:
+        raise ValueError(f"z must be [B, C, N]; got shape {tuple(z.shape)}")
+    for name, x in (("t", t), ("valid", valid), ("weight", weight), ("distance", distance)):
+        if x is not None and x.shape != z.shape:
+            raise ValueError(f"{name} must have z's shape {tuple(z.shape)}; got {tuple(x.shape)}")
+    qs = tuple(Q(int(k)) for k in quantities)
+    if (Q.D_FP in qs or Q.D_SQERR in qs) and distance is None:
+        raise ValueError("quantities D_FP / D_SQERR need a distance map")
+    return qs
+
+
+def fused_loss_forward(
+    z: Tensor,
+    t: Tensor,
+    *,
+    quantities,
+    params: TermParams,
+    valid: Tensor | None = None,
+    weight: Tensor | None = None,
+    distance: Tensor | None = None,
+    deterministic: bool = True,
+    chunk: int | None = None,
+) -> Tensor:
+    """Per (image, channel) sums ``S [B*C, K]`` of the requested quantities, in that order.
+
+    float32 (float64 for float64 logits); every chunk's sums are added in float64, in a fixed
+    order, so the result is bitwise reproducible (``deterministic`` is accepted for interface
+    parity and changes nothing).
+    """
+    qs = _check_args(z, t, quantities, valid, weight, distance)
+    B, C, N = z.shape
+    G, K = B * C, len(qs)
+    dtype = compute_dtype(z)
+    acc = torch.zeros(G, K, dtype=torch.float64, device=z.device)
+    if K == 0:
+        return acc.to(dtype)
+    z2, t2, v2, w2, d2 = (_rows(x, G, N) for x in (z, t, valid, weight, distance))
+    blocks = list(_blocks(G, N, chunk or CHUNK))
+
+    def one(block):
+        g0, g1, s, e = block
+        part = lambda x: None if x is None else x[g0:g1, s:e]  # noqa: E731
+        c = _Chunk(part(z2), part(t2), part(v2), part(w2), part(d2), params, dtype)
+        return torch.stack(_chunk_sums(c, qs), dim=-1)
+
+    with _serial_ops(z.device):
+        for block in blocks:
+            acc[block[0] : block[1]] += one(block)  # fixed order: deterministic
+    return acc.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# backward: sum_k c[g, k] ds_k/dz per pixel
+# --------------------------------------------------------------------------------------------
+
+
+def _chunk_grad(c: _Chunk, qs, coef: dict) -> Tensor:
+    """``sum_k coef[k] * ds_k/dz`` of one chunk; ``coef[k]`` is ``[R, 1]``."""
+    pr = c.params
+    # region part: p q * A,  A = sum of the factors of p(1-p) in each ds_k/dz
+    A = None
+
+    def add(acc, term):
+        return term if acc is None else acc.add_(term)
+
+    if Q.TP in coef and Q.SUM_P in coef and c.v is None:
+        A = torch.addcmul(coef[Q.SUM_P], c.t, coef[Q.TP])  # c_P + c_TP t
+    else:
+        if Q.TP in coef:
+            A = add(A, c.t * coef[Q.TP])
+        if Q.SUM_P in coef:
+            A = add(A, coef[Q.SUM_P].expand_as(c.z).clone() if c.v is None else c.v * coef[Q.SUM_P])
+    if Q.SUM_PP in coef:
+        A = add(A, _mul(c.p * (2 * coef[Q.SUM_PP]), c.v))
+    if Q.SS_FG in coef or Q.SS_BG in coef:
+        mix = None
+        if Q.SS_FG in coef:
+            mix = add(mix, c.t * coef[Q.SS_FG])
+        if Q.SS_BG in coef:
+            mix = add(mix, c.nt * coef[Q.SS_BG])
+        A = add(A, mix.mul_(c.p_minus_t).mul_(2.0))
+    if Q.D_FP in coef:
+        A = add(A, c.d * c.nt * coef[Q.D_FP])
+    if Q.D_SQERR in coef:
+        A = add(A, _mul(c.d * c.p_minus_t * (2 * coef[Q.D_SQERR]), c.v))
+    grad = None if A is None else A.mul_(c.p).mul_(c.q)
+
+    # pointwise part
+    if Q.FG_CE in coef:  # t w (1-p)^g (pm - 1 - g p (-lpm))
+        d = c.pm - 1.0
+        if pr.g_fg != 0:
+            d = d.sub_(c.p * c.spnm * pr.g_fg)
+        d = _mul(d, c.focal_fg).mul_(c.tw).mul_(coef[Q.FG_CE])
+        grad = add(grad, d)
+    if Q.BG_CE in coef:  # (1-t) w p^g (p + g q (-lq))
+        d = c.p if pr.g_bg == 0 else torch.addcmul(c.p, c.q, c.spp, value=pr.g_bg)
+        d = _mul(d, c.focal_bg)
+        d = (d * c.ntw) if d is c.p else d.mul_(c.ntw)
+        grad = add(grad, d.mul_(coef[Q.BG_CE]))
+    if Q.EL_FG in coef:  # t w gce (-lp)^(gce-1) (p - 1)
+        d = c.q * (-pr.gce)
+        if pr.gce != 1:
+            d.mul_(c.spn.clamp_min(torch.finfo(c.dtype).tiny).pow_(pr.gce - 1))
+        grad = add(grad, d.mul_(c.tw).mul_(coef[Q.EL_FG]))
+    if Q.EL_BG in coef:  # (1-t) w gce (-lq)^(gce-1) p
+        d = c.p * pr.gce
+        if pr.gce != 1:
+            d.mul_(c.spp.clamp_min(torch.finfo(c.dtype).tiny).pow_(pr.gce - 1))
+        grad = add(grad, d.mul_(c.ntw).mul_(coef[Q.EL_BG]))
+    if Q.DIBE_FG in coef:
+        grad = add(grad, _dibe_grad(c, True).mul_(c.tw).mul_(coef[Q.DIBE_FG]))
+    if Q.DIBE_BG in coef:
+        grad = add(grad, _dibe_grad(c, False).mul_(c.ntw).mul_(coef[Q.DIBE_BG]))
+    if grad is None:
+        grad = torch.zeros_like(c.z)
+    return grad
+
+
+def _dibe_grad(c: _Chunk, fg: bool) -> Tensor:
+    """d/dz of the active DIBE branch (see the module docstring of :mod:`.spec`).
+
+    fg, hit (p >= .5):   (1-p)^g (-q - g p (-lp))
+    fg, miss:            -(1+a) q [g (1+a) (1-u) u^(g-1) (-lp) + u^g],       u = 1 - p^(1+a)
+    bg, hit (p < .5):    p^g (p + g q (-lq))
+    bg, alarm:           (1+b) p [g (1+b) (1-u) u^(g-1) (-lq) + u^g],        u = 1 - (1-p)^(1+b)
+    """
+    g = c.params.dibe_g
+    _, _, u, nl, a1 = c._dibe_parts(fg)
+    if fg:
+        hit = -c.q if g == 0 else (c.q + c.p * c.spn * g).neg_()
+        hit = _mul(hit, _pow(c.q, g))
+        outer = c.q * -a1
+    else:
+        hit = c.p if g == 0 else torch.addcmul(c.p, c.q, c.spp, value=g)
+        hit = _mul(hit, _pow(c.p, g))
+        outer = c.p * a1
+    if g == 0:
+        miss = outer
+    else:
+        inner = _mul(torch.rsub(u, 1.0).mul_(nl), _pow(u, g - 1)).mul_(g * a1)
+        miss = inner.add_(_pow(u, g)).mul_(outer)
+    use_hit = c.yhat if fg else ~c.yhat
+    return torch.where(use_hit, hit, miss)
+
+
+def fused_loss_backward(
+    z: Tensor,
+    t: Tensor,
+    coeffs: Tensor,
+    *,
+    quantities,
+    params: TermParams,
+    valid: Tensor | None = None,
+    weight: Tensor | None = None,
+    distance: Tensor | None = None,
+    chunk: int | None = None,
+) -> Tensor:
+    """``dL/dz = sum_k coeffs[g, k] * ds_k/dz`` per pixel, as a tensor like ``z`` (its dtype).
+
+    ``coeffs`` is ``[B*C, K]`` (``dL/dS``, already scaled by the upstream gradient).
+    """
+    qs = _check_args(z, t, quantities, valid, weight, distance)
+    B, C, N = z.shape
+    G, K = B * C, len(qs)
+    if coeffs.shape != (G, K):
+        raise ValueError(f"coeffs must be [B*C, K] = {(G, K)}; got {tuple(coeffs.shape)}")
+    dtype = compute_dtype(z)
+    grad = torch.empty((B, C, N), dtype=z.dtype, device=z.device)
+    live = [i for i, k in enumerate(qs) if k not in _CONSTANT]
+    if not live:
+        return grad.zero_()
+    coeffs = coeffs.to(dtype)
+    z2, t2, v2, w2, d2 = (_rows(x, G, N) for x in (z, t, valid, weight, distance))
+    g2 = grad.view(G, N)
+
+    def one(block):
+        g0, g1, s, e = block
+        part = lambda x: None if x is None else x[g0:g1, s:e]  # noqa: E731
+        c = _Chunk(part(z2), part(t2), part(v2), part(w2), part(d2), params, dtype)
+        rows = coeffs[g0:g1]
+        coef: dict = {}
+        for i in live:
+            col = rows[:, i : i + 1]
+            coef[qs[i]] = col if qs[i] not in coef else coef[qs[i]] + col
+        g2[g0:g1, s:e] = _chunk_grad(c, qs, coef)
+
+    with _serial_ops(z.device):
+        for block in _blocks(G, N, chunk or CHUNK):
+            one(block)
+    return grad
