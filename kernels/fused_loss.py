@@ -203,13 +203,30 @@ def _q_d_sqerr(p, q, t, d):
 
 
 @triton.jit
-def _emit(out_ptr, g, tile, n_tiles, value, mask, K: tl.constexpr, COL: tl.constexpr, ATOMIC: tl.constexpr):
-    """Sum ``value`` over the tile's valid lanes into column ``COL`` of its partial row (or atomically)."""
-    s = tl.sum(tl.where(mask, value, 0.0), axis=0)
-    if ATOMIC:
-        tl.atomic_add(out_ptr + g * K + COL, s)
+def _emit(
+    out_ptr, g, tile, n_tiles, value, mask, offs, inb,
+    K: tl.constexpr, COL: tl.constexpr, ATOMIC: tl.constexpr, PER_ELEMENT: tl.constexpr,
+):  # fmt: skip
+    """Sum ``value`` over the tile's valid lanes into column ``COL`` of its partial row (or atomically).
+
+    ``PER_ELEMENT``: every element is its own group; store ``value`` itself in row ``offs``.
+    """
+    if PER_ELEMENT:
+        tl.store(out_ptr + offs * K + COL, tl.where(mask, value, 0.0), mask=inb)
+    elif ATOMIC:
+        tl.atomic_add(out_ptr + g * K + COL, tl.sum(tl.where(mask, value, 0.0), axis=0))
     else:
-        tl.store(out_ptr + (g * n_tiles + tile) * K + COL, s)
+        tl.store(out_ptr + (g * n_tiles + tile) * K + COL, tl.sum(tl.where(mask, value, 0.0), axis=0))
+
+
+@triton.jit
+def _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL: tl.constexpr, PER_ELEMENT: tl.constexpr):
+    """Coefficient ``dL/dS[g, COL]`` of the group (``PER_ELEMENT``: of each element ``offs``)."""
+    if PER_ELEMENT:
+        coef = tl.load(c_ptr + offs * c_sg + COL * c_sk, mask=inb, other=0.0)
+    else:
+        coef = tl.load(c_ptr + g * c_sg + COL * c_sk)
+    return coef
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,110 +247,13 @@ def _fused_loss_forward_kernel(
     G_FG: tl.constexpr, M: tl.constexpr, G_BG: tl.constexpr, GCE: tl.constexpr,
     DIBE_G: tl.constexpr, DIBE_A: tl.constexpr, DIBE_B: tl.constexpr, TINY: tl.constexpr,
     HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr,
-    FP64: tl.constexpr, ATOMIC: tl.constexpr, BLOCK: tl.constexpr,
+    FP64: tl.constexpr, ATOMIC: tl.constexpr, PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """Per-tile sums of the enabled quantities: ``out[g, tile, COL_<q>]`` (or ``out[g, COL_<q>]``)."""
-    pid = tl.program_id(0).to(tl.int64)
-    g = pid // n_tiles
-    tile = pid % n_tiles
-    b = g // C
-    c = g % C
-    offs = tile * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    mask = offs < N
-    if HAS_VALID:
-        ok = tl.load(valid_ptr + b * v_sb + c * v_sc + offs, mask=mask, other=0)
-        mask = mask & (ok != 0)
-    if FP64:
-        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float64)
-        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float64)
-    else:
-        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float32)
-        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float32)
-    if HAS_WEIGHT:
-        w = tl.load(weight_ptr + b * w_sb + c * w_sc + offs, mask=mask, other=0.0).to(z.dtype)
-    if HAS_DIST:
-        d = tl.load(dist_ptr + b * d_sb + c * d_sc + offs, mask=mask, other=0.0).to(z.dtype)
+    """Per-tile sums of the enabled quantities: ``out[g, tile, COL_<q>]`` (or ``out[g, COL_<q>]``).
 
-    p, q, nlp, nlq = _sigmoid_forms(z)
-
-    if COL_TP >= 0:
-        v, _ = _q_tp(p, q, t)
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_TP, ATOMIC)
-    if COL_SUM_P >= 0:
-        v, _ = _q_sum_p(p, q)
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_SUM_P, ATOMIC)
-    if COL_SUM_T >= 0:
-        _emit(out_ptr, g, tile, n_tiles, t, mask, K, COL_SUM_T, ATOMIC)
-    if COL_SUM_PP >= 0:
-        v, _ = _q_sum_pp(p, q)
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_SUM_PP, ATOMIC)
-    if COL_SUM_TT >= 0:
-        _emit(out_ptr, g, tile, n_tiles, t * t, mask, K, COL_SUM_TT, ATOMIC)
-    if COL_COUNT >= 0:
-        _emit(out_ptr, g, tile, n_tiles, tl.where(mask, 1.0, 0.0).to(z.dtype), mask, K, COL_COUNT, ATOMIC)
-    if COL_FG_CE >= 0:
-        if M == 0.0:
-            v, _ = _q_fg_ce(p, q, q, nlp, t, G_FG)
-        else:
-            pm, qm, nlpm, _ = _sigmoid_forms(z - M)
-            v, _ = _q_fg_ce(p, q, qm, nlpm, t, G_FG)
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_FG_CE, ATOMIC)
-    if COL_BG_CE >= 0:
-        v, _ = _q_bg_ce(p, q, nlq, t, G_BG)
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_BG_CE, ATOMIC)
-    if COL_EL_FG >= 0:
-        v, _ = _q_el_fg(q, nlp, t, GCE, TINY)
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_EL_FG, ATOMIC)
-    if COL_EL_BG >= 0:
-        v, _ = _q_el_bg(p, nlq, t, GCE, TINY)
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_EL_BG, ATOMIC)
-    if COL_DIBE_FG >= 0:
-        v, _ = _q_dibe_fg(p, q, nlp, t, DIBE_G, DIBE_A)
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_DIBE_FG, ATOMIC)
-    if COL_DIBE_BG >= 0:
-        v, _ = _q_dibe_bg(p, q, nlq, t, DIBE_G, DIBE_B)
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_DIBE_BG, ATOMIC)
-    if COL_SS_FG >= 0:
-        v, _ = _q_ss_fg(p, q, t)
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_SS_FG, ATOMIC)
-    if COL_SS_BG >= 0:
-        v, _ = _q_ss_bg(p, q, t)
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_SS_BG, ATOMIC)
-    if COL_D_FP >= 0:
-        v, _ = _q_d_fp(p, q, t, d)
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_D_FP, ATOMIC)
-    if COL_D_SQERR >= 0:
-        v, _ = _q_d_sqerr(p, q, t, d)
-        _emit(out_ptr, g, tile, n_tiles, v, mask, K, COL_D_SQERR, ATOMIC)
-
-
-@triton.jit
-def _fused_loss_backward_kernel(
-    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, c_ptr, grad_ptr,
-    C, N, n_tiles,
-    z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc, c_sg, c_sk,
-    COL_TP: tl.constexpr, COL_SUM_P: tl.constexpr, COL_SUM_PP: tl.constexpr,
-    COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
-    COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
-    COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
-    G_FG: tl.constexpr, M: tl.constexpr, G_BG: tl.constexpr, GCE: tl.constexpr,
-    DIBE_G: tl.constexpr, DIBE_A: tl.constexpr, DIBE_B: tl.constexpr, TINY: tl.constexpr,
-    HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr,
-    FP64: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
-    """``grad[g, n] = sum_k c[g, COL_k] ds_k/dz`` over the differentiable enabled quantities."""
+    ``PER_ELEMENT`` (a single group whose every element is its own group, ``reduction="none"``):
+    ``out[n, COL_<q>]`` is the quantity of element ``n`` itself.
+    """
     pid = tl.program_id(0).to(tl.int64)
     g = pid // n_tiles
     tile = pid % n_tiles
@@ -355,20 +275,124 @@ def _fused_loss_backward_kernel(
         w = tl.load(weight_ptr + b * w_sb + c * w_sc + offs, mask=mask, other=0.0).to(z.dtype)
     if HAS_DIST:
         d = tl.load(dist_ptr + b * d_sb + c * d_sc + offs, mask=mask, other=0.0).to(z.dtype)
-    c_row = c_ptr + g * c_sg
+
+    p, q, nlp, nlq = _sigmoid_forms(z)
+
+    if COL_TP >= 0:
+        v, _ = _q_tp(p, q, t)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_TP, ATOMIC, PER_ELEMENT)
+    if COL_SUM_P >= 0:
+        v, _ = _q_sum_p(p, q)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_SUM_P, ATOMIC, PER_ELEMENT)
+    if COL_SUM_T >= 0:
+        _emit(out_ptr, g, tile, n_tiles, t, mask, offs, inb, K, COL_SUM_T, ATOMIC, PER_ELEMENT)
+    if COL_SUM_PP >= 0:
+        v, _ = _q_sum_pp(p, q)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_SUM_PP, ATOMIC, PER_ELEMENT)
+    if COL_SUM_TT >= 0:
+        _emit(out_ptr, g, tile, n_tiles, t * t, mask, offs, inb, K, COL_SUM_TT, ATOMIC, PER_ELEMENT)
+    if COL_COUNT >= 0:
+        _emit(out_ptr, g, tile, n_tiles, tl.where(mask, 1.0, 0.0).to(z.dtype), mask, offs, inb, K, COL_COUNT, ATOMIC, PER_ELEMENT)
+    if COL_FG_CE >= 0:
+        if M == 0.0:
+            v, _ = _q_fg_ce(p, q, q, nlp, t, G_FG)
+        else:
+            pm, qm, nlpm, _ = _sigmoid_forms(z - M)
+            v, _ = _q_fg_ce(p, q, qm, nlpm, t, G_FG)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_FG_CE, ATOMIC, PER_ELEMENT)
+    if COL_BG_CE >= 0:
+        v, _ = _q_bg_ce(p, q, nlq, t, G_BG)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_BG_CE, ATOMIC, PER_ELEMENT)
+    if COL_EL_FG >= 0:
+        v, _ = _q_el_fg(q, nlp, t, GCE, TINY)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_EL_FG, ATOMIC, PER_ELEMENT)
+    if COL_EL_BG >= 0:
+        v, _ = _q_el_bg(p, nlq, t, GCE, TINY)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_EL_BG, ATOMIC, PER_ELEMENT)
+    if COL_DIBE_FG >= 0:
+        v, _ = _q_dibe_fg(p, q, nlp, t, DIBE_G, DIBE_A)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_DIBE_FG, ATOMIC, PER_ELEMENT)
+    if COL_DIBE_BG >= 0:
+        v, _ = _q_dibe_bg(p, q, nlq, t, DIBE_G, DIBE_B)
+        if HAS_WEIGHT:
+            v = v * w
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_DIBE_BG, ATOMIC, PER_ELEMENT)
+    if COL_SS_FG >= 0:
+        v, _ = _q_ss_fg(p, q, t)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_SS_FG, ATOMIC, PER_ELEMENT)
+    if COL_SS_BG >= 0:
+        v, _ = _q_ss_bg(p, q, t)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_SS_BG, ATOMIC, PER_ELEMENT)
+    if COL_D_FP >= 0:
+        v, _ = _q_d_fp(p, q, t, d)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_D_FP, ATOMIC, PER_ELEMENT)
+    if COL_D_SQERR >= 0:
+        v, _ = _q_d_sqerr(p, q, t, d)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_D_SQERR, ATOMIC, PER_ELEMENT)
+
+
+@triton.jit
+def _fused_loss_backward_kernel(
+    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, c_ptr, grad_ptr,
+    C, N, n_tiles,
+    z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc, c_sg, c_sk,
+    COL_TP: tl.constexpr, COL_SUM_P: tl.constexpr, COL_SUM_PP: tl.constexpr,
+    COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
+    COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
+    COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
+    G_FG: tl.constexpr, M: tl.constexpr, G_BG: tl.constexpr, GCE: tl.constexpr,
+    DIBE_G: tl.constexpr, DIBE_A: tl.constexpr, DIBE_B: tl.constexpr, TINY: tl.constexpr,
+    HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr,
+    FP64: tl.constexpr, PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """``grad[g, n] = sum_k c[g, COL_k] ds_k/dz`` over the differentiable enabled quantities.
+
+    ``PER_ELEMENT``: the coefficients are per element, ``c[n, COL_k]``.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    g = pid // n_tiles
+    tile = pid % n_tiles
+    b = g // C
+    c = g % C
+    offs = tile * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    inb = offs < N
+    mask = inb
+    if HAS_VALID:
+        ok = tl.load(valid_ptr + b * v_sb + c * v_sc + offs, mask=inb, other=0)
+        mask = mask & (ok != 0)
+    if FP64:
+        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float64)
+        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float64)
+    else:
+        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float32)
+        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float32)
+    if HAS_WEIGHT:
+        w = tl.load(weight_ptr + b * w_sb + c * w_sc + offs, mask=mask, other=0.0).to(z.dtype)
+    if HAS_DIST:
+        d = tl.load(dist_ptr + b * d_sb + c * d_sc + offs, mask=mask, other=0.0).to(z.dtype)
 
     p, q, nlp, nlq = _sigmoid_forms(z)
     acc = tl.zeros([BLOCK], dtype=z.dtype)
 
     if COL_TP >= 0:
         _, dv = _q_tp(p, q, t)
-        acc += tl.load(c_row + COL_TP * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_TP, PER_ELEMENT).to(z.dtype) * dv
     if COL_SUM_P >= 0:
         _, dv = _q_sum_p(p, q)
-        acc += tl.load(c_row + COL_SUM_P * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_SUM_P, PER_ELEMENT).to(z.dtype) * dv
     if COL_SUM_PP >= 0:
         _, dv = _q_sum_pp(p, q)
-        acc += tl.load(c_row + COL_SUM_PP * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_SUM_PP, PER_ELEMENT).to(z.dtype) * dv
     if COL_FG_CE >= 0:
         if M == 0.0:
             _, dv = _q_fg_ce(p, q, q, nlp, t, G_FG)
@@ -377,44 +401,44 @@ def _fused_loss_backward_kernel(
             _, dv = _q_fg_ce(p, q, qm, nlpm, t, G_FG)
         if HAS_WEIGHT:
             dv = dv * w
-        acc += tl.load(c_row + COL_FG_CE * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_FG_CE, PER_ELEMENT).to(z.dtype) * dv
     if COL_BG_CE >= 0:
         _, dv = _q_bg_ce(p, q, nlq, t, G_BG)
         if HAS_WEIGHT:
             dv = dv * w
-        acc += tl.load(c_row + COL_BG_CE * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_BG_CE, PER_ELEMENT).to(z.dtype) * dv
     if COL_EL_FG >= 0:
         _, dv = _q_el_fg(q, nlp, t, GCE, TINY)
         if HAS_WEIGHT:
             dv = dv * w
-        acc += tl.load(c_row + COL_EL_FG * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_FG, PER_ELEMENT).to(z.dtype) * dv
     if COL_EL_BG >= 0:
         _, dv = _q_el_bg(p, nlq, t, GCE, TINY)
         if HAS_WEIGHT:
             dv = dv * w
-        acc += tl.load(c_row + COL_EL_BG * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_BG, PER_ELEMENT).to(z.dtype) * dv
     if COL_DIBE_FG >= 0:
         _, dv = _q_dibe_fg(p, q, nlp, t, DIBE_G, DIBE_A)
         if HAS_WEIGHT:
             dv = dv * w
-        acc += tl.load(c_row + COL_DIBE_FG * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_DIBE_FG, PER_ELEMENT).to(z.dtype) * dv
     if COL_DIBE_BG >= 0:
         _, dv = _q_dibe_bg(p, q, nlq, t, DIBE_G, DIBE_B)
         if HAS_WEIGHT:
             dv = dv * w
-        acc += tl.load(c_row + COL_DIBE_BG * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_DIBE_BG, PER_ELEMENT).to(z.dtype) * dv
     if COL_SS_FG >= 0:
         _, dv = _q_ss_fg(p, q, t)
-        acc += tl.load(c_row + COL_SS_FG * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_SS_FG, PER_ELEMENT).to(z.dtype) * dv
     if COL_SS_BG >= 0:
         _, dv = _q_ss_bg(p, q, t)
-        acc += tl.load(c_row + COL_SS_BG * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_SS_BG, PER_ELEMENT).to(z.dtype) * dv
     if COL_D_FP >= 0:
         _, dv = _q_d_fp(p, q, t, d)
-        acc += tl.load(c_row + COL_D_FP * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_D_FP, PER_ELEMENT).to(z.dtype) * dv
     if COL_D_SQERR >= 0:
         _, dv = _q_d_sqerr(p, q, t, d)
-        acc += tl.load(c_row + COL_D_SQERR * c_sk).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_D_SQERR, PER_ELEMENT).to(z.dtype) * dv
 
     acc = tl.where(mask, acc, 0.0)
     tl.store(grad_ptr + g * N + offs, acc.to(grad_ptr.dtype.element_ty), mask=inb)
@@ -503,6 +527,7 @@ def forward_constexprs(
     has_dist: bool,
     atomic: bool,
     block: int,
+    per_element: bool = False,
 ) -> dict:
     """Every constexpr of :func:`_fused_loss_forward_kernel` (shared with the compile gate).
 
@@ -518,7 +543,8 @@ def forward_constexprs(
         "HAS_WEIGHT": bool(has_weight and set(quantities) & WEIGHTED),
         "HAS_DIST": bool(has_dist and set(quantities) & NEEDS_DISTANCE),
         "FP64": bool(fp64),
-        "ATOMIC": bool(atomic),
+        "ATOMIC": bool(atomic) and not per_element,
+        "PER_ELEMENT": bool(per_element),
         "BLOCK": int(block),
     }
 
@@ -532,6 +558,7 @@ def backward_constexprs(
     has_weight: bool,
     has_dist: bool,
     block: int,
+    per_element: bool = False,
 ) -> dict:
     """Every constexpr of :func:`_fused_loss_backward_kernel`; ``quantities[j]`` reads coefficient column j."""
     columns = {k: j for j, k in enumerate(quantities) if k not in ZERO_DERIVATIVE}
@@ -544,6 +571,7 @@ def backward_constexprs(
         "HAS_WEIGHT": bool(has_weight and set(diff) & WEIGHTED),
         "HAS_DIST": bool(has_dist and set(diff) & NEEDS_DISTANCE),
         "FP64": bool(fp64),
+        "PER_ELEMENT": bool(per_element),
         "BLOCK": int(block),
     }
 
@@ -592,6 +620,18 @@ def _operands(z, t, valid, weight, distance, quantities):
     return z, t, valid, weight, distance
 
 
+def _per_element(operands):
+    """``[G, 1, 1]`` operands (every element its own group) as one ``[1, 1, G]`` row.
+
+    ``reduction="none"`` of a pointwise loss arrives like this; launching one program per
+    one-element group would waste all but one lane of every program, so the kernels instead walk
+    the row in full tiles and keep one output row (or coefficient row) per element.
+    """
+    G = operands[0].shape[0]
+    shape = torch.Size((1, 1, G))
+    return tuple(None if x is None else as_kernel_operand(x.reshape(shape), shape) for x in operands)
+
+
 def _strides(z, t, valid, weight, distance) -> list[int]:
     out = []
     for x in (z, t, valid, weight, distance):
@@ -632,6 +672,10 @@ def fused_loss_forward(
     G = B * C
     acc_dtype = accumulation_dtype(z.dtype)
     K = len(unique)
+    per_element = N == 1 and G > 1
+    if per_element:
+        z, t, valid, weight, distance = _per_element((z, t, valid, weight, distance))
+        B, C, N = z.shape
     block, warps = block_and_warps(N)
     n_tiles = max(1, triton.cdiv(N, block))
     constexprs = forward_constexprs(
@@ -643,9 +687,17 @@ def fused_loss_forward(
         has_dist=distance is not None,
         atomic=not deterministic,
         block=block,
+        per_element=per_element,
     )
     if G == 0:
         sums = torch.zeros((0, K), dtype=acc_dtype, device=z.device)
+    elif per_element:
+        sums = torch.empty((G, K), dtype=acc_dtype, device=z.device)
+        _launch(_fused_loss_forward_kernel, launch_wrapper)[(n_tiles,)](
+            z, t, _or(valid, z), _or(weight, z), _or(distance, z), sums,
+            C, N, n_tiles, *_strides(z, t, valid, weight, distance),
+            **constexprs, num_warps=warps,
+        )  # fmt: skip
     else:
         if deterministic and n_tiles > 1:
             out = torch.empty((G, n_tiles, K), dtype=acc_dtype, device=z.device)
@@ -706,6 +758,10 @@ def fused_loss_backward(
     grad = torch.empty((B, C, N), dtype=z.dtype, device=z.device)
     if G == 0 or N == 0:
         return grad
+    per_element = N == 1 and G > 1
+    if per_element:
+        z, t, valid, weight, distance = _per_element((z, t, valid, weight, distance))
+        C, N = 1, G
     acc_dtype = accumulation_dtype(z.dtype)
     block, warps = block_and_warps(N)
     n_tiles = triton.cdiv(N, block)
@@ -717,8 +773,9 @@ def fused_loss_backward(
         has_weight=weight is not None,
         has_dist=distance is not None,
         block=block,
+        per_element=per_element,
     )
-    _launch(_fused_loss_backward_kernel, launch_wrapper)[(G * n_tiles,)](
+    _launch(_fused_loss_backward_kernel, launch_wrapper)[((1 if per_element else G) * n_tiles,)](
         z, t, _or(valid, z), _or(weight, z), _or(distance, z), coeffs, grad,
         C, N, n_tiles, *_strides(z, t, valid, weight, distance), coeffs.stride(0), coeffs.stride(1),
         **constexprs, num_warps=warps,

@@ -439,3 +439,26 @@ def test_cuda_more_than_2_31_pixels():
     p = torch.sigmoid(torch.tensor(2.0)).item()
     assert grad[0, 0, -1].float().item() == pytest.approx(p * (1 - p), rel=1e-2)
     assert grad[0, 0, 0].float().item() == pytest.approx(p * (1 - p), rel=1e-2)
+
+
+# ------------------------------------------------------------------ one group per element
+
+
+@pytest.mark.parametrize("G", [2, 300, 2100], ids=["tiny", "one-tile", "multi-tile"])
+def test_per_element_groups_read_each_pixel_as_its_own_group(G):
+    """``[G, 1, 1]`` inputs (``reduction="none"``): one row of sums per element, per-element coefficients."""
+    z, t = make_inputs((G, 1, 1), target="soft", seed=G)
+    gen = torch.Generator().manual_seed(5)
+    valid = (torch.rand((G, 1, 1), generator=gen) > 0.2).to(DEVICE)
+    weight = (torch.rand((G, 1, 1), generator=gen) * 2).to(DEVICE)
+    distance = torch.rand((G, 1, 1), generator=gen).to(DEVICE)
+    S, grad = run_and_compare(
+        z, t, ALL, RICH, rtol_fwd=2e-5, rtol_bwd=2e-5, valid=valid, weight=weight, distance=distance, name="per-element"
+    )
+    assert (S[~valid.view(-1)] == 0).all() and (grad[~valid] == 0).all()
+
+
+def test_per_element_groups_from_a_strided_view():
+    base, t = make_inputs((40, 3, 1), target="bool", seed=9)
+    z = base[:, 1:2]  # [40, 1, 1] with group stride 3: the row is not contiguous
+    run_and_compare(z, t[:, 1:2], (Q.FG_CE, Q.BG_CE, Q.COUNT), RICH, rtol_fwd=2e-5, rtol_bwd=2e-5, name="strided")
