@@ -24,7 +24,9 @@ from numbers import Real
 import torch
 from torch import Tensor
 
-SCOPES = ("image", "batch")
+#: Region-statistics scopes: per image and channel, per channel over the batch, or per channel over
+#: the batches of every rank of a torch.distributed group (fastseg.distributed; "batch" on one process).
+SCOPES = ("image", "batch", "global")
 REDUCTIONS = ("mean", "sum", "none")
 
 

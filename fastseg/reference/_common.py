@@ -8,7 +8,8 @@ Plain autograd code, written for clarity, not speed. Every reference loss is bui
 - :func:`reduce_pointwise` averages a per-pixel term over the valid pixels of the whole batch
   (``reduction="mean"``), sums it, or returns it per pixel (``"none"``, ignored pixels 0).
 - :func:`group_sum` sums a per-pixel quantity over a reduction group: per image and channel
-  (``scope="image"``, shape ``[B, C]``) or per channel over the batch (``"batch"``, ``[C]``).
+  (``scope="image"``, shape ``[B, C]``) or per channel over the batch (``"batch"``, ``[C]``;
+  ``"global"`` is the same on a single process).
 - :func:`reduce_groups` averages or sums per-group region losses (optionally over the groups
   :func:`group_present` marks as holding a valid pixel).
 """
@@ -84,11 +85,27 @@ def reduce_pointwise(per_pixel: Tensor, checked: CheckedInputs, reduction: str) 
 
 
 def group_sum(x: Tensor, checked: CheckedInputs, scope: str) -> Tensor:
-    """Sum ``x`` over the valid pixels of each group: ``[B, C]`` for "image", ``[C]`` for "batch"."""
+    """Sum ``x`` over the valid pixels of each group: ``[B, C]`` for "image", ``[C]`` for "batch".
+
+    ``"global"`` (statistics over every rank, :mod:`fastseg.distributed`) is "batch" here: the
+    reference is a single-process oracle and never communicates, so with a process group of more
+    than one rank it raises instead of silently computing per-rank statistics.
+    """
+    if scope == "global" and _multi_rank():
+        raise ValueError(
+            "scope='global' in fastseg.reference is the single-process batch scope; under a torch.distributed "
+            "process group of several ranks use the fused losses (fastseg.functional / fastseg.losses), which "
+            "all-reduce the statistics"
+        )
     x = masked(x, checked)
     spatial = tuple(range(2, x.ndim))
     per_image = x.sum(dim=spatial) if spatial else x
     return per_image if scope == "image" else per_image.sum(dim=0)
+
+
+def _multi_rank() -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def reduce_groups(per_group: Tensor, reduction: str, present: Tensor | None = None) -> Tensor:
