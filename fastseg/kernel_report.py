@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import itertools
 import json
 import multiprocessing
 import os
@@ -50,6 +51,7 @@ _DICE = (Q.TP, Q.SUM_P, Q.SUM_T)
 _CE = (Q.FG_CE, Q.BG_CE, Q.COUNT)
 _EL = (Q.EL_FG, Q.EL_BG, Q.COUNT)
 _DIBE = (Q.DIBE_FG, Q.DIBE_BG, Q.COUNT)
+POINTWISE = frozenset(_CE + _EL + _DIBE)  # losses made of these alone also run reduction="none"
 
 CATALOG: tuple[tuple[str, tuple[int, ...], TermParams], ...] = (
     # pointwise (weighted, balanced and adaptive WCE weight the same two sums in the epilogue)
@@ -99,6 +101,7 @@ class Variant:
     valid: bool = False
     weight: bool = False
     atomic: bool = False
+    per_element: bool = False  # reduction="none" of a pointwise loss: one group per element
     k: int = 0  # reduce kernel only
 
 
@@ -113,6 +116,7 @@ class Row:
     valid: bool
     weight: bool
     atomic: bool
+    per_element: bool
     arch: str
     block: int
     warps: int
@@ -143,7 +147,7 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
             key = (v.kernel, v.k)
         else:
             make = forward_constexprs if v.kernel == "forward" else backward_constexprs
-            kw = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=BLOCK)
+            kw = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=BLOCK, per_element=v.per_element)
             if v.kernel == "forward":
                 kw["atomic"] = v.atomic
             ce = make(v.quantities, TermParams(**dict(v.params)), **kw)
@@ -170,11 +174,14 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
             combos = [(lg, "u8", False, False, False) for lg in logits]
             combos.append((first, "fp32", True, _weighted(quantities), False))
             combos.append((first, "u8", False, False, True))
-        for lg, tg, va, we, at in combos:
-            add(Variant("forward", quantities, prm, lg, tg, va, we, at), loss)
+        per_element = (False, True) if set(quantities) <= POINTWISE else (False,)
+        for (lg, tg, va, we, at), pe in itertools.product(combos, per_element):
+            if pe and at:
+                continue
+            add(Variant("forward", quantities, prm, lg, tg, va, we, at, pe), loss)
             if not at:
                 diff = tuple(k for k in quantities if k not in ZERO_DERIVATIVE)
-                add(Variant("backward", diff, prm, lg, tg, va, we and _weighted(diff)), loss)
+                add(Variant("backward", diff, prm, lg, tg, va, we and _weighted(diff), per_element=pe), loss)
         add(Variant("reduce", (), (), k=len(quantities)), loss)
     for lines in EDT_BLOCK_LINES:
         add(Variant("edt", (), (), logits="-", target="-", k=lines), "edt")
@@ -199,7 +206,7 @@ def _signature_and_constexprs(v: Variant):
         warps = 4
     else:
         params = TermParams(**dict(v.params))
-        common = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=BLOCK)
+        common = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=BLOCK, per_element=v.per_element)
         z = f"*{v.logits}"
         ptrs = {
             "z_ptr": z,
@@ -384,6 +391,7 @@ def report(
             valid=v.valid,
             weight=v.weight,
             atomic=v.atomic,
+            per_element=v.per_element,
             arch=f"sm_{arch}",
             block=(usage or {}).get("block", BLOCK),
             warps=(usage or {}).get("warps", WARPS),
@@ -423,7 +431,7 @@ def _report_in_subprocess(archs, *, full, only, logits, jobs) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """A fixed-width table, one line per compiled kernel."""
-    head = ("arch", "kernel", "quantities", "params", "logits", "target", "mask", "weight", "atomic", "regs", "spill", "smem", "dsmem", "losses")
+    head = ("arch", "kernel", "quantities", "params", "logits", "target", "mask", "weight", "atomic", "elem", "regs", "spill", "smem", "dsmem", "losses")
     lines = []
     for r in rows:
         lines.append(
@@ -437,6 +445,7 @@ def format_table(rows: list[dict]) -> str:
                 "y" if r["valid"] else "-",
                 "y" if r["weight"] else "-",
                 "y" if r["atomic"] else "-",
+                "y" if r["per_element"] else "-",
                 str(r["registers"]) if not r["error"] else "ERR",
                 str(r["spill_bytes"]) if not r["error"] else "ERR",
                 str(r["shared_bytes"]) if not r["error"] else "ERR",
