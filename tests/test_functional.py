@@ -79,13 +79,16 @@ def targets(shape, kind: str, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(shape, generator=gen) < 0.2
 
 
-def compare(name, z, t, *, dtype=torch.float64, ref_dtype=torch.float64, rtol=1e-10, grad_rtol=1e-10, grad_out=None, **kw):
-    """Run reference (in ref_dtype) and fused (backend="torch", in dtype) on the same logits."""
+def compare(
+    name, z, t, *, dtype=torch.float64, ref_dtype=torch.float64, rtol=1e-10, grad_rtol=1e-10, grad_out=None,
+    backend="torch", **kw,
+):  # fmt: skip
+    """Run reference (in ref_dtype) and fused (``backend``, in dtype) on the same logits."""
     zr = z.to(ref_dtype).detach().requires_grad_()
     zf = z.to(dtype).detach().requires_grad_()
     fkw = dict(kw)
     ref = getattr(R, name)(zr, t, **kw)
-    out = getattr(FS, name)(zf, t, backend="torch", **fkw)
+    out = getattr(FS, name)(zf, t, backend=backend, **fkw)
     assert out.shape == ref.shape, (out.shape, ref.shape)
     assert out.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert torch.isfinite(out).all(), out

@@ -1,0 +1,111 @@
+"""The fused losses through the Triton kernels (backend="triton") against the reference.
+
+On a machine without CUDA the kernels run on CPU tensors under ``TRITON_INTERPRET=1`` (set in
+conftest.py), so sizes stay tiny; with CUDA the same cases run on the GPU. The reference is the
+independent oracle; tolerances are those of tests/test_functional.py (float64: 1e-10 relative;
+float32 logits vs the float64 reference: value 2e-5, gradient 2e-4 of its largest entry).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from test_functional import PARAMS, compare, targets
+
+import fastseg.functional as FS
+import fastseg.reference as R
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+LOSSES = [name for name in FS.__all__ if name not in R.distance.__all__]
+
+
+def _takes(name: str, arg: str) -> bool:
+    return arg in inspect.signature(getattr(R, name)).parameters
+
+
+def _inputs(shape, kind, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(shape, generator=gen, dtype=torch.float64) * 3
+    return z.to(DEVICE), targets(shape, kind, gen).to(DEVICE)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_every_loss_float64_matches_reference(name):
+    z, t = _inputs((2, 1, 5, 7), "hard")
+    compare(name, z, t, backend="triton", **PARAMS.get(name, {}))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_every_loss_float32_soft_labels_and_ignore(name):
+    shape = (2, 2, 3, 4, 5)  # 3-D, two channels
+    z, t = _inputs(shape, "soft", seed=1)
+    ignore = (torch.rand(shape, generator=torch.Generator().manual_seed(2)) < 0.25).to(DEVICE)
+    ignore[1, 1] = True  # one fully ignored image-channel
+    kw = dict(PARAMS.get(name, {}), ignore=ignore)
+    if _takes(name, "scope"):
+        kw["scope"] = "batch"
+    compare(name, z, t, backend="triton", dtype=torch.float32, rtol=2e-5, grad_rtol=2e-4, **kw)
+
+
+@pytest.mark.parametrize("kind", ["crack_free", "all_crack"])
+@pytest.mark.parametrize("name", ["hybrid_focal_margin", "unified_focal", "dibe", "dice", "focal_tversky", "exp_log"])
+def test_crack_free_all_crack_and_extreme_logits(name, kind):
+    z, t = _inputs((2, 1, 3, 517), kind, seed=3)
+    z = z.sign() * 80  # |z| = 80: sigmoid saturates in float32
+    compare(name, z, t, backend="triton", dtype=torch.float32, rtol=2e-5, grad_rtol=2e-4, **PARAMS.get(name, {}))
+
+
+@pytest.mark.parametrize("name", ["bce", "focal", "asymmetric_focal_margin", "dibe_dis", "adaptive_wce"])
+def test_pointwise_reduction_none_and_weight(name):
+    shape = (2, 1, 6, 9)
+    z, t = _inputs(shape, "hard", seed=4)
+    weight = torch.rand(shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(DEVICE)
+    compare(name, z, t, backend="triton", reduction="none", weight=weight, **PARAMS.get(name, {}))
+
+
+def test_one_pixel_images():
+    z, t = _inputs((3, 1, 1, 1), "hard", seed=6)
+    for name in ("dice", "hybrid_focal_margin", "bce"):
+        compare(name, z, t, backend="triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_logits_match_the_float32_reference(dtype):
+    z, t = _inputs((2, 1, 4, 33), "hard", seed=7)
+    z = z.to(dtype).double()  # the same (rounded) logits for both
+    ulp = 2e-3 if dtype == torch.float16 else 1.6e-2
+    compare("hybrid_focal_margin", z, t, backend="triton", dtype=dtype, ref_dtype=torch.float32, rtol=1e-5, grad_rtol=ulp)
+
+
+def test_deterministic_mode_is_bitwise_repeatable():
+    z, t = _inputs((2, 1, 40, 60), "hard", seed=8)  # several tiles per image
+    runs = []
+    for _ in range(2):
+        x = z.float().detach().requires_grad_()
+        loss = FS.unified_focal(x, t, backend="triton")
+        loss.backward()
+        runs.append((loss.detach(), x.grad))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_double_backward_raises():
+    z, t = _inputs((1, 1, 4, 4), "hard", seed=9)
+    x = z.detach().requires_grad_()
+    (g,) = torch.autograd.grad(FS.dice(x, t, backend="triton"), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        g.sum().backward()
+
+
+def test_backend_triton_runs_the_kernels(monkeypatch):
+    import fastseg.kernels.fused_loss as kernels
+
+    calls = []
+    for launcher in ("fused_loss_forward", "fused_loss_backward"):
+        real = getattr(kernels, launcher)
+        monkeypatch.setattr(kernels, launcher, lambda *a, _real=real, _n=launcher, **k: calls.append(_n) or _real(*a, **k))
+    z, t = _inputs((1, 1, 4, 4), "hard", seed=10)
+    x = z.detach().requires_grad_()
+    FS.hybrid_focal_margin(x, t, backend="triton").backward()
+    assert calls == ["fused_loss_forward", "fused_loss_backward"]
