@@ -63,6 +63,8 @@ def _bench_parser(sub) -> None:
     p.add_argument("--markdown", metavar="PATH", help="write a markdown table")
     p.add_argument("--plot", metavar="PATH", help="write a PNG plot of time and memory (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--edt", action="store_true",
+                   help="time the exact EDT (fastseg.edt vs SciPy per image) on crack masks instead of the losses")
 
 
 def _validate_parser(sub) -> None:
@@ -109,6 +111,8 @@ def bench(args) -> int:
         torch.set_num_threads(args.threads)
     repeat = args.repeat or (2 if args.quick else 20 if cuda else 3)
     warmup = args.warmup or (1 if args.quick or not cuda else 3)
+    if args.edt:
+        return _bench_edt(args, device, repeat, warmup)
     try:
         cases = benchmark.default_cases(device, losses=args.loss, batch=args.batch, size=args.size, dtype=args.dtype,
                                         data=args.data, scope=args.scope, quick=args.quick)
@@ -134,6 +138,28 @@ def bench(args) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     return 0
+
+
+def _bench_edt(args, device: str, repeat: int, warmup: int) -> int:
+    import json
+
+    from . import benchmark
+
+    size = (32, 48) if args.quick and args.size is None else args.size
+    try:
+        report = benchmark.edt_benchmark(device, batch=args.batch or (2 if args.quick else None), size=size,
+                                         repeat=repeat, warmup=warmup)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"EDT of {report['shape']} crack masks on {report['device']} (equal to SciPy: {report['equal']})")
+    for name, r in report["results"].items():
+        print(f"  {name:8s} {1000 * r['median_s']:9.1f} ms per call  {r['ms_per_1024_image']:8.2f} ms per 1024x1024 image")
+    print(f"  speedup vs SciPy: {report['speedup_vs_scipy']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return 0 if report["equal"] else 1
 
 
 def validate(args) -> int:

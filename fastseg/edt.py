@@ -10,7 +10,8 @@
 - :func:`inner_boundary`: the foreground pixels that touch the background, read by the
   shape-aware loss.
 
-Backends. CPU tensors run SciPy's exact feature transform image by image. CUDA tensors run the
+Backends. CPU tensors run a native exact lower envelope (C, built on first use,
+:mod:`fastseg._native_edt`) for unit spacing, else SciPy's exact feature transform image by image. CUDA tensors run the
 Triton kernel (Felzenszwalb and Huttenlocher's separable lower envelope, ``fastseg.kernels.edt``),
 one launch per axis for the whole batch, without leaving the GPU. Both backends share one contract: ``[N, *spatial]`` bool target sets in,
 the distances (or their squares) out in the requested dtype, :func:`empty_fill` for images
@@ -131,6 +132,23 @@ def _edt_cpu(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype: t
     return torch.from_numpy(out).to(dtype)
 
 
+def _edt_native(fg: Tensor, mode: str, squared: bool, dtype: torch.dtype) -> Tensor | None:
+    """Unit spacing on CPU tensors: the native lower envelope (:mod:`fastseg._native_edt`), or
+    ``None`` where it cannot be built. ``fg``: bool ``[N, *spatial]`` foreground; ``mode``:
+    ``"foreground"``/``"background"`` (the ``to`` set) or ``"field"`` (:func:`boundary_field`).
+    Same values as :func:`_edt_cpu` (squared distances are exact integers; square roots are taken
+    in float64 and rounded once), all images in one call, no intermediate tensors."""
+    from . import _native_edt
+
+    if _native_edt.load() is None:
+        return None
+    masks = fg.cpu().contiguous().numpy()
+    fill = empty_fill(masks.shape[1:], None, squared=squared)
+    out = _native_edt.distance_map(masks, mode, squared=squared, fill=fill, double=dtype == torch.float64,
+                                   threads=torch.get_num_threads())
+    return torch.from_numpy(out).to(dtype)
+
+
 def _edt_triton(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype: torch.dtype) -> Tensor:
     """Triton backend: ``fastseg.kernels.edt.edt_squared``, one launch per axis for the batch.
 
@@ -149,7 +167,7 @@ def _edt_triton(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype
     return squares.double().sqrt().to(dtype)
 
 
-BACKENDS = ("auto", "triton", "scipy")
+BACKENDS = ("auto", "triton", "native", "scipy")
 
 
 # ----------------------------------------------------------------------------------- public API
@@ -182,16 +200,19 @@ def edt(
         spacing: ``None`` (unit), a number, or one positive number per spatial axis.
         to: ``"foreground"`` or ``"background"``: which set the distance is measured to.
         dtype: floating dtype of the result (default float32).
-        backend: ``"auto"`` (Triton for CUDA tensors, SciPy for CPU tensors), ``"triton"`` (on CPU
-            tensors it runs under ``TRITON_INTERPRET=1``) or ``"scipy"`` (CUDA tensors make a round
-            trip through the CPU).
+        backend: ``"auto"`` (Triton for CUDA tensors; for CPU tensors the native transform with
+            unit spacing where it builds, SciPy otherwise), ``"triton"`` (on CPU tensors it runs
+            under ``TRITON_INTERPRET=1``), ``"native"`` (the C lower envelope of
+            :mod:`fastseg._native_edt`, compiled on first use; unit spacing only; CUDA tensors make
+            a round trip through the CPU) or ``"scipy"`` (likewise).
 
     Returns:
         A tensor of ``mask``'s shape in ``dtype`` on ``mask``'s device; no gradient. Images without
         any pixel of the ``to`` set get :func:`empty_fill` everywhere (the image diagonal, larger
         than any distance inside the image; squared with ``squared=True``).
 
-    CPU tensors use SciPy (one exact feature transform per image); CUDA tensors use the Triton
+    CPU tensors use the native C lower envelope (unit spacing; all images in one call, lines over
+    OpenMP threads) or SciPy (one exact feature transform per image); CUDA tensors use the Triton
     kernel (Felzenszwalb-Huttenlocher lower envelope, one launch per axis for the whole batch).
     """
     mask = _check_mask(mask)
@@ -207,11 +228,28 @@ def edt(
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
 
     with torch.no_grad():
-        fg = mask != 0
-        target = (fg if to == "foreground" else ~fg).reshape(-1, *spatial)
-        use_triton = backend == "triton" or (backend == "auto" and target.is_cuda)
-        run = _edt_triton if use_triton else _edt_cpu
-        return run(target, spacing, squared, dtype).to(mask.device).reshape(mask.shape)
+        fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *spatial)
+        out = _native_or_none(fg, to, spacing, squared, dtype, backend)
+        if out is None:
+            target = fg if to == "foreground" else ~fg
+            use_triton = backend == "triton" or (backend == "auto" and target.is_cuda)
+            run = _edt_triton if use_triton else _edt_cpu
+            out = run(target, spacing, squared, dtype)
+        return out.to(mask.device).reshape(mask.shape)
+
+
+def _native_or_none(fg: Tensor, mode: str, spacing, squared: bool, dtype: torch.dtype, backend: str) -> Tensor | None:
+    """The native CPU result where ``backend`` asks for it (or "auto" picks it), else ``None``."""
+    if backend == "native":
+        if any(s != 1.0 for s in spacing):
+            raise ValueError("backend='native' supports unit spacing only; use backend='scipy' with spacing")
+        out = _edt_native(fg, mode, squared, dtype)
+        if out is None:
+            raise RuntimeError("backend='native': the native EDT could not be built (no working C compiler?)")
+        return out
+    if backend == "auto" and not fg.is_cuda and all(s == 1.0 for s in spacing):
+        return _edt_native(fg, mode, squared, dtype)
+    return None
 
 
 def inner_boundary(mask: Tensor) -> Tensor:
@@ -237,7 +275,7 @@ def inner_boundary(mask: Tensor) -> Tensor:
     return fg & ~interior
 
 
-def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.float32) -> Tensor:
+def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.float32, squared: bool = False) -> Tensor:
     """Two-sided distance map: each pixel's distance to the nearest pixel of the other class.
 
     ``field = edt(mask, to="background") + edt(mask, to="foreground")``: on a foreground pixel the
@@ -245,10 +283,27 @@ def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.flo
     foreground pixel (so it is >= 1 everywhere for unit spacing). Images that hold only one class
     (no boundary) get 0 everywhere. This is MONAI's ``HausdorffDTLoss.distance_field`` (Karimi and
     Salcudean 2019), computed on the mask's device. ``mask`` is ``[B, C, *spatial]``, nonzero =
-    foreground (threshold soft masks yourself).
+    foreground (threshold soft masks yourself). ``squared=True`` returns the squared field (exact
+    integers for unit spacing). CPU tensors with unit spacing run both transforms in one native
+    call (:mod:`fastseg._native_edt`) where it builds.
     """
     mask = _check_mask(mask)
+    if not isinstance(squared, bool):
+        raise TypeError(f"squared must be a bool; got {type(squared).__name__}")
+    if not mask.is_cuda and mask.numel() and all(s == 1.0 for s in _check_spacing(spacing, mask.ndim - 2)):
+        fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *mask.shape[2:])
+        with torch.no_grad():
+            out = _edt_native(fg, "field", squared, dtype)  # both transforms in one native call
+        if out is not None:
+            return out.reshape(mask.shape)
     fg = mask != 0
+    if squared:
+        inside = edt(fg, to="background", spacing=spacing, dtype=torch.float64, squared=True)
+        outside = edt(fg, to="foreground", spacing=spacing, dtype=torch.float64, squared=True)
+        field = (inside + outside).to(dtype)
+        spatial = tuple(range(2, fg.ndim))
+        two_classes = fg.any(dim=spatial, keepdim=True) & (~fg).any(dim=spatial, keepdim=True)
+        return torch.where(two_classes, field, torch.zeros((), dtype=dtype, device=field.device))
     inside = edt(fg, to="background", spacing=spacing, dtype=dtype)
     outside = edt(fg, to="foreground", spacing=spacing, dtype=dtype)
     field = inside + outside

@@ -17,6 +17,10 @@ torch ops (the plan's epilogue) give the loss; backward is one more pass computi
 probabilities to logits ``log p - log(1-p)`` (logs clamped at -100, as the reference clamps)
 outside the fused op, and autograd chains that map. Double backward raises ``RuntimeError``.
 
+``scope="global"`` (region and compound losses) sums the statistics over every rank of a
+``torch.distributed`` process group before the epilogue: one all-reduce of a ``[C, K]`` tensor
+per call (:mod:`fastseg.distributed`, which also says how to scale the loss under DDP).
+
 Differences from the reference that are by design: gradients flow to ``input`` only (never to a
 soft ``target`` or a ``weight`` map that requires grad), and under ``torch.compile`` the value
 checks that read the data (targets in [0, 1], probabilities in [0, 1], non-negative weights) are
@@ -36,7 +40,9 @@ from ._checks import (
     check_probability,
     check_scope_reduction,
 )
+from .engine import distance_maps as DM
 from .engine import plans as P
+from .distributed import GLOBAL, global_stats
 from .engine.function import group_sums
 
 __all__ = [
@@ -70,6 +76,12 @@ __all__ = [
     "hybrid_focal_margin",
     "dibe",
     "holistic",
+    # distance
+    "distance_loss",
+    "hausdorff_dt",
+    "distance_map_ce",
+    "shape_aware",
+    "hybrid_focal_margin_distance",
 ]
 
 ADAPTIVE_Q = ("xie", "power", "log", "exp")
@@ -91,7 +103,8 @@ def _logits(x: Tensor) -> Tensor:
     return log_p - log_q
 
 
-def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, weight, backend, deterministic) -> Tensor:
+def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, weight, backend, deterministic,
+         process_group=None, distance=None) -> Tensor:
     if not isinstance(deterministic, bool):
         raise TypeError(f"deterministic must be a bool; got {type(deterministic).__name__}")
     checked = check_loss_inputs(
@@ -113,17 +126,24 @@ def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, 
     def flat(tensor):
         return None if tensor is None else tensor.reshape(shape)
 
+    weight = checked.weight
+    if plan.maps is not None:  # distance losses: per-call maps on the input's device (engine.distance_maps)
+        weight, distance = plan.maps(checked, from_logits, distance)
     S = group_sums(
         flat(z),
         flat(checked.target),
         quantities=plan.quantities,
         params=plan.params,
         valid=flat(checked.valid),
-        weight=flat(checked.weight) if _uses_weight(plan) else None,
+        weight=flat(weight) if _uses_weight(plan) else None,
+        distance=flat(distance),
         backend=backend,
         deterministic=deterministic,
     )
-    stats = P.Stats(S, plan.quantities, B, C, N if per_pixel else 1, scope, checked.valid is not None)
+    if scope == GLOBAL and not per_pixel:  # one all-reduce of the per-channel sums (fastseg.distributed)
+        stats = global_stats(S, plan.quantities, B, C, 1, process_group=process_group)
+    else:
+        stats = P.Stats(S, plan.quantities, B, C, N if per_pixel else 1, scope, checked.valid is not None)
     out = plan.epilogue(stats, reduction)
     return out.reshape(x.shape) if per_pixel else out
 
@@ -401,10 +421,14 @@ def holistic_plan(*, a=1.0, b=1.0, q="exp", beta=1.0, gamma=None, base=10.0, smo
 
 
 POINTWISE = ("bce", "weighted_bce", "balanced_bce", "adaptive_wce", "focal", "asymmetric_focal", "asymmetric_margin",
-             "asymmetric_focal_margin", "focal_margin", "el_ce", "dibe_dis")
+             "asymmetric_focal_margin", "focal_margin", "el_ce", "dibe_dis", "hausdorff_dt", "distance_map_ce",
+             "shape_aware")
 REGION = ("dice", "squared_dice", "jaccard", "tversky", "focal_tversky", "dibe_reg", "log_cosh_dice",
-          "sensitivity_specificity")
-COMPOUND = ("bce_dice", "combo", "exp_log", "hybrid_focal", "unified_focal", "hybrid_focal_margin", "dibe", "holistic")
+          "sensitivity_specificity", "distance_loss")
+COMPOUND = ("bce_dice", "combo", "exp_log", "hybrid_focal", "unified_focal", "hybrid_focal_margin", "dibe", "holistic",
+            "hybrid_focal_margin_distance")
+#: Losses that read distance maps: their calls (and modules) take ``distance=`` (a precomputed target map).
+DISTANCE = ("distance_loss", "hausdorff_dt", "distance_map_ce", "shape_aware", "hybrid_focal_margin_distance")
 
 
 def kind(name: str) -> str:
@@ -425,10 +449,12 @@ def check_scope_and_reduction(name: str, scope, reduction) -> None:
 
 
 def run_plan(plan: P.Plan, input, target, *, from_logits=True, scope="image", reduction="mean", ignore=None,
-             weight=None, backend="auto", deterministic=True) -> Tensor:
-    """Evaluate a plan (scope and reduction already checked)."""
+             weight=None, backend="auto", deterministic=True, process_group=None, distance=None) -> Tensor:
+    """Evaluate a plan (scope and reduction already checked); ``process_group`` is the group of
+    ``scope="global"`` (default: the default group; see :mod:`fastseg.distributed`)."""
     return _run(plan, input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore,
-                weight=weight, backend=backend, deterministic=deterministic)
+                weight=weight, backend=backend, deterministic=deterministic, process_group=process_group,
+                distance=distance)
 
 
 def _pointwise(name, plan, input, target, from_logits, reduction, ignore, weight, backend, deterministic):
@@ -671,3 +697,99 @@ def holistic(input, target, *, a=1.0, b=1.0, q="exp", beta=1.0, gamma=None, base
     plan = holistic_plan(a=a, b=b, q=q, beta=beta, gamma=gamma, base=base, smooth=smooth, eps=eps)
     return _grouped("holistic", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
                     deterministic)
+
+
+# --------------------------------------------------------------------------------------------
+# distance losses: distance maps by fastseg.edt on the input's device, once per call (the
+# target's map may be passed precomputed as ``distance=``), entering the fused pass as the
+# per-pixel ``distance`` (D_FP, D_SQERR) or ``weight`` (the CE quantities) input
+# --------------------------------------------------------------------------------------------
+
+
+def distance_loss_plan(*, alpha=4.0, eps=1.0, eps_dist=1e-6) -> P.Plan:
+    alpha = check_number("alpha", alpha, low=0.0)
+    eps = check_number("eps", eps, low=0.0)
+    eps_dist = check_number("eps_dist", eps_dist, low=0.0, low_open=True)
+    return P.distance_loss_plan(alpha=alpha, eps=eps, eps_dist=eps_dist, maps=DM.distance_loss_maps)
+
+
+def hausdorff_dt_plan(*, alpha=2.0) -> P.Plan:
+    return P.hausdorff_dt_plan(maps=DM.hausdorff_maps(check_number("alpha", alpha, low=0.0)))
+
+
+def distance_map_ce_plan() -> P.Plan:
+    return P.weighted_ce_plan(maps=DM.distance_map_ce_maps)
+
+
+def shape_aware_plan() -> P.Plan:
+    return P.weighted_ce_plan(maps=DM.shape_aware_maps)
+
+
+def hybrid_focal_margin_distance_plan(*, m=0.5, gamma_f=2.0, gamma=0.75, delta=0.7, symmetric=False, lam=None, eps=1.0,
+                                      alpha=4.0, eps_dist=1e-6) -> P.Plan:
+    base = hybrid_focal_margin_plan(m=m, gamma_f=gamma_f, gamma=gamma, delta=delta, symmetric=symmetric, lam=lam,
+                                    eps=eps)  # validates the shared parameters
+    alpha = check_number("alpha", alpha, low=0.0)
+    eps_dist = check_number("eps_dist", eps_dist, low=0.0, low_open=True)
+    w_point, w_region = _mix_weights(lam, 0.5 if symmetric else None)
+    point = P.ce_plan(g_fg=base.params.g_fg, g_bg=base.params.g_bg, m=base.params.m)
+    return P.distance_compound_plan(point, w_point, _focal_tversky_term(gamma, None, None, delta, eps), w_region,
+                                    alpha=alpha, eps_dist=eps_dist, maps=DM.distance_loss_maps)
+
+
+def distance_loss(input, target, *, alpha=4.0, eps=1.0, eps_dist=1e-6, distance=None, from_logits=True, scope="image",
+                  reduction="mean", ignore=None, backend="auto", deterministic=True) -> Tensor:
+    """Distance-based loss ``L_Dice (1 + L_Dist (alpha - 1))`` per group (seed 003 eq 1-3, eq 2 read
+    as the Dice loss), ``L_Dist = sum(ND p (1-t)) / (sum p (1-t) + eps_dist)``. One fused pass sums
+    ``p t, p, t, 1, ND p (1-t)`` per image; backward reads ND once. ND = EDT to the nearest crack
+    over its per-image max (1 on crack-free images); ``distance``: precomputed
+    ``edt(t > 0.5, to="foreground")`` (raw). No per-pixel ``weight`` (as the reference)."""
+    check_scope_and_reduction("distance_loss", scope, reduction)
+    return run_plan(distance_loss_plan(alpha=alpha, eps=eps, eps_dist=eps_dist), input, target, from_logits=from_logits,
+                    scope=scope, reduction=reduction, ignore=ignore, backend=backend, deterministic=deterministic,
+                    distance=distance)
+
+
+def hausdorff_dt(input, target, *, alpha=2.0, distance=None, from_logits=True, reduction="mean", ignore=None,
+                 weight=None, backend="auto", deterministic=True) -> Tensor:
+    """Hausdorff DT loss ``mean((p - t)^2 (d_t^a + d_p^a))`` (Karimi-Salcudean; MONAI's HausdorffDTLoss):
+    ``d_t``/``d_p`` the two-sided boundary fields of ``t > 0.5`` and ``p > 0.5``; fused as D_SQERR with
+    ``d = w (d_t^a + d_p^a)``. ``distance``: precomputed ``boundary_field(t > 0.5)`` (not raised to a)."""
+    check_scope_and_reduction("hausdorff_dt", "image", reduction)
+    return run_plan(hausdorff_dt_plan(alpha=alpha), input, target, from_logits=from_logits, reduction=reduction,
+                    ignore=ignore, weight=weight, backend=backend, deterministic=deterministic, distance=distance)
+
+
+def distance_map_ce(input, target, *, distance=None, from_logits=True, reduction="mean", ignore=None, weight=None,
+                    backend="auto", deterministic=True) -> Tensor:
+    """Distance-map-penalised CE ``mean((1 + Phi) CE)`` (Caliva et al.): Phi the per-class inverted
+    boundary distance of the target, fused as the CE weight ``w (1 + Phi)``. ``distance``: precomputed
+    ``boundary_field(t > 0.5)`` (raw)."""
+    check_scope_and_reduction("distance_map_ce", "image", reduction)
+    return run_plan(distance_map_ce_plan(), input, target, from_logits=from_logits, reduction=reduction, ignore=ignore,
+                    weight=weight, backend=backend, deterministic=deterministic, distance=distance)
+
+
+def shape_aware(input, target, *, distance=None, from_logits=True, reduction="mean", ignore=None, weight=None,
+                backend="auto", deterministic=True) -> Tensor:
+    """Shape-aware loss ``mean((1 + E) CE)`` (Hayder et al.): E per image the mean distance of the
+    predicted boundary pixels to the target's boundary, fused as the CE weight ``w (1 + E)``.
+    ``distance``: precomputed ``edt(inner_boundary(t > 0.5), to="foreground")``."""
+    check_scope_and_reduction("shape_aware", "image", reduction)
+    return run_plan(shape_aware_plan(), input, target, from_logits=from_logits, reduction=reduction, ignore=ignore,
+                    weight=weight, backend=backend, deterministic=deterministic, distance=distance)
+
+
+def hybrid_focal_margin_distance(input, target, *, m=0.5, gamma_f=2.0, gamma=0.75, delta=0.7, symmetric=False, lam=None,
+                                 eps=1.0, alpha=4.0, eps_dist=1e-6, distance=None, from_logits=True, scope="image",
+                                 reduction="mean", ignore=None, weight=None, backend="auto",
+                                 deterministic=True) -> Tensor:
+    """Hybrid Focal Margin with seed 003's distance factor on its region term, in one fused call:
+    ``w_p mean(aFM) + w_r FT (1 + L_Dist (alpha - 1))`` per group (see
+    :func:`fastseg.reference.hybrid_focal_margin_distance`); ``alpha = 1`` gives
+    :func:`hybrid_focal_margin`. ``distance`` as in :func:`distance_loss`."""
+    plan = hybrid_focal_margin_distance_plan(m=m, gamma_f=gamma_f, gamma=gamma, delta=delta, symmetric=symmetric,
+                                             lam=lam, eps=eps, alpha=alpha, eps_dist=eps_dist)
+    check_scope_and_reduction("hybrid_focal_margin_distance", scope, reduction)
+    return run_plan(plan, input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore,
+                    weight=weight, backend=backend, deterministic=deterministic, distance=distance)

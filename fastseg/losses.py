@@ -2,7 +2,9 @@
 
 Each class takes the loss's parameters (the keyword arguments of its functional form, same names
 and defaults) plus ``from_logits``, ``scope`` (not for pointwise losses), ``reduction``,
-``backend`` and ``deterministic`` at construction, validates them all there (the same rules and
+``backend``, ``deterministic`` and, for ``scope="global"``, ``process_group`` (the
+``torch.distributed`` group whose ranks' statistics are summed, default the default group; see
+:mod:`fastseg.distributed`) at construction, validates them all there (the same rules and
 errors as the functional form), and is then called as ``loss(input, target, ignore=None,
 weight=None)``. The parameters are fixed at construction (the fused plan is built once): make a
 new module to change them. ``repr`` lists every parameter::
@@ -54,9 +56,14 @@ __all__ = [
     "HybridFocalMarginLoss",
     "DIBELoss",
     "HolisticLoss",
+    "DistanceLoss",
+    "HausdorffDTLoss",
+    "DistanceMapCELoss",
+    "ShapeAwareLoss",
+    "HybridFocalMarginDistanceLoss",
 ]
 
-_CALL_ARGS = ("input", "target", "ignore", "weight")
+_CALL_ARGS = ("input", "target", "ignore", "weight", "distance")  # distance: the distance losses' call argument
 _SETTINGS = ("from_logits", "scope", "reduction", "backend", "deterministic")
 
 
@@ -103,7 +110,7 @@ class FusedLoss(nn.Module):
         name = self.loss_name
         own = _loss_parameters(name)
         pointwise = F.kind(name) == "pointwise"
-        allowed = set(own) | set(_SETTINGS) - ({"scope"} if pointwise else set())
+        allowed = (set(own) | set(_SETTINGS) | {"process_group"}) - ({"scope", "process_group"} if pointwise else set())
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise TypeError(f"{cls}() got unexpected keyword argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(allowed))}")
@@ -116,13 +123,20 @@ class FusedLoss(nn.Module):
         self.scope = None if pointwise else kwargs.get("scope", "image")
         self.reduction = kwargs.get("reduction", "mean")
         F.check_scope_and_reduction(name, self.scope or "image", self.reduction)
+        self.process_group = kwargs.get("process_group")  # scope "global" only (fastseg.distributed)
+        if self.process_group is not None and self.scope != "global":
+            raise ValueError(f"process_group applies to scope='global' only; got scope={self.scope!r}")
         self.backend = kwargs.get("backend", "auto")
         check_choice("backend", self.backend, BACKENDS)
         self.deterministic = kwargs.get("deterministic", True)
         if not isinstance(self.deterministic, bool):
             raise TypeError(f"deterministic must be a bool; got {type(self.deterministic).__name__}")
 
-    def forward(self, input: Tensor, target: Tensor, ignore=None, weight: Tensor | None = None) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, ignore=None, weight: Tensor | None = None,
+                distance: Tensor | None = None) -> Tensor:
+        """``distance``: distance losses only, the target's precomputed map (see the functional form)."""
+        if distance is not None and self._plan.maps is None:
+            raise TypeError(f"{type(self).__name__} reads no distance map; distance must be None")
         return F.run_plan(
             self._plan,
             input,
@@ -134,6 +148,8 @@ class FusedLoss(nn.Module):
             weight=weight,
             backend=self.backend,
             deterministic=self.deterministic,
+            process_group=self.process_group,
+            distance=distance,
         )
 
     def extra_repr(self) -> str:
@@ -259,3 +275,24 @@ class DIBELoss(FusedLoss):
 
 class HolisticLoss(FusedLoss):
     loss_name = "holistic"
+
+
+# distance (called as loss(input, target, ignore=None, weight=None, distance=None)) ------------
+class DistanceLoss(FusedLoss):
+    loss_name = "distance_loss"
+
+
+class HausdorffDTLoss(FusedLoss):
+    loss_name = "hausdorff_dt"
+
+
+class DistanceMapCELoss(FusedLoss):
+    loss_name = "distance_map_ce"
+
+
+class ShapeAwareLoss(FusedLoss):
+    loss_name = "shape_aware"
+
+
+class HybridFocalMarginDistanceLoss(FusedLoss):
+    loss_name = "hybrid_focal_margin_distance"

@@ -37,6 +37,10 @@ class Plan:
     params: TermParams
     epilogue: Callable[["Stats", str], Tensor]
     pointwise: bool = False  # per-pixel loss only: reduction="none" gives a per-pixel map
+    # Distance losses only: ``maps(checked, from_logits, distance) -> (weight, distance)``, the
+    # per-pixel weight and distance inputs of the call, computed on the input's device (see
+    # :mod:`.distance_maps`); ``distance`` is the caller's precomputed map or None.
+    maps: Callable | None = None
 
 
 class Stats:
@@ -277,3 +281,49 @@ def compound_plan(pointwise: Plan, w_point: float, region: Callable[[Stats], Ten
         return w_point * pointwise.epilogue(st, reduction) + w_region * st.reduce_groups(region(st), reduction)
 
     return Plan(qs, pointwise.params, epilogue)
+
+
+# --------------------------------------------------------------------------------------------
+# distance plans (fastseg.reference.distance): the per-pixel maps come from Plan.maps
+# --------------------------------------------------------------------------------------------
+
+
+def distance_factor(st: Stats, alpha: float, eps_dist: float) -> Tensor:
+    """Seed 003 eq 1/3 per group: ``1 + L_Dist (alpha - 1)``, ``L_Dist = D_FP / (FP + eps_dist)``."""
+    fp = st.group(Q.SUM_P) - st.group(Q.TP)
+    return 1 + st.group(Q.D_FP) / (fp + eps_dist) * (alpha - 1)
+
+
+def distance_loss_plan(*, alpha, eps, eps_dist, maps) -> Plan:
+    """``L_Dice (1 + L_Dist (alpha - 1))`` per group (seed 003 eq 1-3, Dice loss corrected)."""
+    def epilogue(st: Stats, reduction: str) -> Tensor:
+        dice_loss = 1 - dice_coefficient(st, eps)
+        return st.reduce_groups(dice_loss * distance_factor(st, alpha, eps_dist), reduction)
+
+    return Plan(_CONF + (Q.D_FP,), TermParams(), epilogue, maps=maps)
+
+
+def hausdorff_dt_plan(*, maps) -> Plan:
+    """``mean((p - t)^2 d)`` with ``d = w (d_t^a + d_p^a)`` from ``maps``."""
+    def epilogue(st: Stats, reduction: str) -> Tensor:
+        return st.reduce_pointwise(st.pixel(Q.D_SQERR), reduction)
+
+    return Plan((Q.D_SQERR, Q.COUNT), TermParams(), epilogue, pointwise=True, maps=maps)
+
+
+def weighted_ce_plan(*, maps) -> Plan:
+    """``mean(w CE)`` where ``maps`` supplies the weight map (distance-map CE, shape-aware)."""
+    plan = ce_plan()
+    return Plan(plan.quantities, plan.params, plan.epilogue, pointwise=True, maps=maps)
+
+
+def distance_compound_plan(pointwise: Plan, w_point: float, region: Callable[[Stats], Tensor], w_region: float, *,
+                           alpha: float, eps_dist: float, maps) -> Plan:
+    """``w_point * pointwise + w_region * reduce_groups(region * (1 + L_Dist (alpha - 1)))``."""
+    qs = tuple(dict.fromkeys(pointwise.quantities + _CONF + (Q.D_FP,)))
+
+    def epilogue(st: Stats, reduction: str) -> Tensor:
+        per_group = region(st) * distance_factor(st, alpha, eps_dist)
+        return w_point * pointwise.epilogue(st, reduction) + w_region * st.reduce_groups(per_group, reduction)
+
+    return Plan(qs, pointwise.params, epilogue, maps=maps)

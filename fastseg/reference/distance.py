@@ -27,12 +27,15 @@ from .._checks import (
     check_choice,
     check_loss_inputs,
     check_number,
+    check_probability,
     check_scope_reduction,
 )
 from ..edt import boundary_field, edt, inner_boundary
-from ._common import group_sum, log_probs, masked, reduce_groups, reduce_pointwise, soft_confusion
+from . import pointwise as pw
+from . import region as rg
+from ._common import group_present, group_sum, log_probs, masked, reduce_groups, reduce_pointwise, soft_confusion
 
-__all__ = ["distance_loss", "distance_map_ce", "hausdorff_dt", "shape_aware"]
+__all__ = ["distance_loss", "distance_map_ce", "hausdorff_dt", "shape_aware", "hybrid_focal_margin_distance"]
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -163,7 +166,8 @@ def distance_loss(
         distance: optional precomputed ``edt(t > 0.5, to="foreground")`` (the raw EDT; it is
             normalised here).
         scope: ``"image"`` (per image and channel) or ``"batch"`` (per channel over the batch).
-        reduction: ``"mean"``/``"sum"`` over groups, or ``"none"`` (``[B, C]`` or ``[C]``).
+        reduction: ``"mean"``/``"sum"`` over groups, or ``"none"`` (``[B, C]`` or ``[C]``); groups
+            without a valid pixel (fully ignored) are left out of the mean, as in the region losses.
         ignore: mask (nonzero = ignored) or ignore_index value in ``target``.
     """
     checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore)
@@ -184,8 +188,24 @@ def distance_loss(
 
     tp, fp, fn = soft_confusion(p, checked, scope)
     dice_loss = 1 - (2 * tp + eps) / (2 * tp + fp + fn + eps)
-    dist = group_sum(nd * p * (1 - t), checked, scope) / (fp + eps_dist)
-    return reduce_groups(dice_loss * (1 + dist * (alpha - 1)), reduction)
+    return reduce_groups(dice_loss * _distance_factor(p, nd, fp, checked, scope, alpha, eps_dist), reduction,
+                         group_present(checked, scope))
+
+
+def _distance_factor(p, nd, fp, checked, scope, alpha, eps_dist) -> Tensor:
+    """Seed 003 eq 1 and 3 per group: ``1 + L_Dist (alpha - 1)``, ``L_Dist = sum(ND FP) / (sum FP + eps_dist)``."""
+    dist = group_sum(nd * p * (1 - checked.target), checked, scope) / (fp + eps_dist)
+    return 1 + dist * (alpha - 1)
+
+
+def _nd(p: Tensor, checked: CheckedInputs, distance) -> Tensor:
+    """ND of seed 003 for the target of ``checked`` (``distance``: optional precomputed raw EDT)."""
+    crack = checked.target > 0.5
+    with torch.no_grad():
+        d = _check_distance(distance, checked, p.dtype)
+        if d is None:
+            d = edt(crack, to="foreground", dtype=p.dtype)
+        return normalized_distance(d, crack, _valid_bool(checked))
 
 
 def hausdorff_dt(
@@ -319,3 +339,61 @@ def shape_aware(
         count = pred_boundary.sum(dim=spatial, keepdim=True).to(p.dtype)
         e = masked(d * pred_boundary, checked).sum(dim=spatial, keepdim=True) / count.clamp_min(1)
     return reduce_pointwise((1 + e) * ce, checked, reduction)
+
+
+def hybrid_focal_margin_distance(
+    input: Tensor,
+    target: Tensor,
+    *,
+    m: float = 0.5,
+    gamma_f: float = 2.0,
+    gamma: float = 0.75,
+    delta: float = 0.7,
+    symmetric: bool = False,
+    lam: float | None = None,
+    eps: float = 1.0,
+    alpha: float = 4.0,
+    eps_dist: float = 1e-6,
+    distance: Tensor | None = None,
+    from_logits: bool = True,
+    scope: str = "image",
+    reduction: str = "mean",
+    ignore=None,
+    weight: Tensor | None = None,
+) -> Tensor:
+    """Hybrid Focal Margin (seed 000 eq 13/14) with seed 003's distance factor on its region term.
+
+    Per group (``scope``)::
+
+        L = w_p mean(aFM) + w_r reduce_groups( FT * (1 + L_Dist (alpha - 1)) )
+        L_Dist = sum(ND p (1 - t)) / (sum p (1 - t) + eps_dist)                    (seed 003 eq 3)
+
+    ``aFM`` (``FM`` with ``symmetric=True``), ``FT``, ``w_p``, ``w_r`` and every shared parameter
+    as in :func:`fastseg.reference.hybrid_focal_margin`; ``ND``, ``alpha``, ``eps_dist`` and
+    ``distance`` as in :func:`distance_loss`. Seed 003 scales its region term (the Dice loss) by
+    ``1 + L_Dist (alpha - 1)``; this composition scales seed 000's region term (focal Tversky) the
+    same way, so false positives far from any crack cost up to ``alpha`` times more in the region
+    term, while the pointwise focal margin term is unchanged. This is a composition of the two
+    seeds, not a loss either paper evaluates. ``alpha = 1`` gives :func:`hybrid_focal_margin`.
+    ``reduction``: ``"mean"`` or ``"sum"`` (a compound loss).
+    """
+    alpha = check_number("alpha", alpha, low=0.0)
+    eps_dist = check_number("eps_dist", eps_dist, low=0.0, low_open=True)
+    if not isinstance(symmetric, bool):
+        raise TypeError(f"symmetric must be a bool; got {type(symmetric).__name__}")
+    check_choice("reduction", reduction, ("mean", "sum"))
+    check_scope_reduction(scope, reduction)
+    if lam is None:
+        lam = 0.5 if symmetric else None
+    w_point, w_region = (1.0, 1.0) if lam is None else (check_probability("lam", lam), 1.0 - lam)
+    kw = dict(from_logits=from_logits, ignore=ignore)
+    margin_fn = pw.focal_margin if symmetric else pw.asymmetric_focal_margin
+    margin_term = margin_fn(input, target, gamma=gamma_f, m=m, weight=weight, reduction=reduction, **kw)
+    ft = rg.focal_tversky(input, target, gamma=gamma, delta=delta, eps=eps, scope=scope, reduction="none", **kw)
+
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore)
+    p, _, _ = log_probs(checked.input, from_logits)
+    nd = _nd(p, checked, distance)
+    _, fp, _ = soft_confusion(p, checked, scope)
+    per_group = ft * _distance_factor(p, nd, fp, checked, scope, alpha, eps_dist)
+    return w_point * margin_term + w_region * reduce_groups(per_group, reduction, group_present(checked, scope))

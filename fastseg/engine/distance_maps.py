@@ -1,0 +1,171 @@
+"""The per-pixel maps the fused distance losses read, computed on the input's device per call.
+
+Each ``*_maps`` function has the signature of :attr:`fastseg.engine.plans.Plan.maps`::
+
+    maps(checked, from_logits, distance) -> (weight, distance)
+
+and returns the engine's per-pixel ``weight`` (the CE quantities' ``w``) and ``distance`` (the
+``d`` of ``D_FP`` / ``D_SQERR``) for one call: distance maps by :func:`fastseg.edt.edt` (SciPy or
+the native CPU transform for CPU tensors, the Triton kernel for CUDA tensors), per-image
+normalisers as torch reductions on the device (no host synchronisation). The definitions are
+those of :mod:`fastseg.reference.distance` (its docstrings cite the sources and decisions),
+written again here so the reference stays an independent oracle:
+
+- crack pixels are ``t > 0.5`` at valid pixels, the predicted mask ``p > 0.5`` at valid pixels
+  (``p = sigmoid(z)`` in the compute dtype, as the reference thresholds it);
+- ND (:func:`distance_loss_maps`): the EDT to the nearest crack over its per-image maximum over
+  valid pixels, 1 on crack-free images;
+- Hausdorff DT: ``w (d_t^a + d_p^a)`` with two-sided boundary fields;
+- distance-map CE: ``w (1 + Phi)``, Phi the per-class inverted boundary distance;
+- shape-aware: ``w (1 + E)``, E the mean distance of predicted boundary pixels to the target's.
+
+No map carries a gradient. A precomputed target map (``distance=``) is checked for shape, dtype
+and device (its values too, unless under ``torch.compile``) and replaces the EDT of the target.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._checks import CheckedInputs, _as_input_shape, compute_dtype
+from ..edt import boundary_field, edt, inner_boundary
+
+
+def _spatial(x: Tensor) -> tuple[int, ...]:
+    return tuple(range(2, x.ndim))
+
+
+def _zero(x: Tensor) -> Tensor:
+    return torch.zeros((), dtype=x.dtype, device=x.device)
+
+
+def _valid(checked: CheckedInputs) -> Tensor | None:
+    return checked.valid
+
+
+def _and_valid(mask: Tensor, checked: CheckedInputs) -> Tensor:
+    return mask if checked.valid is None else mask & checked.valid
+
+
+def crack_mask(checked: CheckedInputs) -> Tensor:
+    """``t > 0.5`` at the valid pixels (bool, the input's shape)."""
+    t = checked.target
+    crack = t if t.dtype == torch.bool else t > 0.5
+    return _and_valid(crack, checked)
+
+
+def predicted_mask(checked: CheckedInputs, from_logits: bool) -> Tensor:
+    """``p > 0.5`` at the valid pixels, ``p`` in the compute dtype (the reference's threshold)."""
+    x = checked.input.detach()
+    x = x.to(compute_dtype(x))
+    pred = torch.sigmoid(x) > 0.5 if from_logits else x > 0.5
+    return _and_valid(pred, checked)
+
+
+def user_distance(distance, checked: CheckedInputs, dtype: torch.dtype) -> Tensor | None:
+    """A precomputed target map in the input's shape and ``dtype``, detached; ``None`` passes."""
+    if distance is None:
+        return None
+    if not isinstance(distance, Tensor):
+        raise TypeError(f"distance must be None or a floating tensor; got {type(distance).__name__}")
+    if not distance.is_floating_point():
+        raise TypeError(f"distance must be a floating tensor; got dtype {distance.dtype}")
+    if distance.device != checked.input.device:
+        raise ValueError(f"distance is on {distance.device} but input is on {checked.input.device}")
+    distance = _as_input_shape(distance, checked.input, "distance")
+    if not torch.compiler.is_compiling():
+        if not bool(torch.isfinite(distance).all()) or bool((distance < 0).any()):
+            raise ValueError("distance must be finite and non-negative")
+    return distance.detach().to(dtype)
+
+
+def _group_max(x: Tensor, where: Tensor | None) -> Tensor:
+    """Per-(image, channel) max of ``x >= 0`` over ``where`` (all pixels if None), 0 if empty."""
+    if where is not None:
+        x = torch.where(where, x, _zero(x))
+    return x.amax(dim=_spatial(x), keepdim=True)
+
+
+def _times_weight(x: Tensor, checked: CheckedInputs) -> Tensor:
+    return x if checked.weight is None else x * checked.weight.to(x.dtype)
+
+
+# ------------------------------------------------------------------------------------ the maps
+
+
+def normalized_distance(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
+    """ND: ``d`` over its per-image max (valid pixels); 0 where that max is 0; 1 if crack-free."""
+    top = _group_max(d, valid)
+    tiny = torch.finfo(d.dtype).tiny
+    nd = torch.where(top > 0, d / top.clamp_min(tiny), _zero(d))
+    crack_free = ~crack.any(dim=_spatial(crack), keepdim=True)
+    return torch.where(crack_free, torch.ones((), dtype=d.dtype, device=d.device), nd)
+
+
+def distance_loss_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor | None, Tensor]:
+    """``(w, ND)``: the caller's weight unchanged (a compound's pointwise term reads it) and seed
+    003's normalised distance to the nearest crack (``distance`` = raw EDT)."""
+    dtype = compute_dtype(checked.input)
+    crack = crack_mask(checked)
+    with torch.no_grad():
+        d = user_distance(distance, checked, dtype)
+        if d is None:
+            d = edt(crack, to="foreground", dtype=dtype)
+        return checked.weight, normalized_distance(d, crack, _valid(checked))
+
+
+def hausdorff_maps(alpha: float):
+    """Maps of the Hausdorff DT loss: ``(None, w (d_t^alpha + d_p^alpha))`` (``distance`` = d_t)."""
+
+    def maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[None, Tensor]:
+        dtype = compute_dtype(checked.input)
+        with torch.no_grad():
+            d_t = user_distance(distance, checked, dtype)
+            if alpha == 2:  # the squared fields directly (exact integers, no square root and power)
+                sq_t = boundary_field(crack_mask(checked), dtype=dtype, squared=True) if d_t is None else d_t * d_t
+                sq_p = boundary_field(predicted_mask(checked, from_logits), dtype=dtype, squared=True)
+                return None, _times_weight(sq_t.add_(sq_p), checked)
+            if d_t is None:
+                d_t = boundary_field(crack_mask(checked), dtype=dtype)
+            d_p = boundary_field(predicted_mask(checked, from_logits), dtype=dtype)
+            return None, _times_weight(d_t**alpha + d_p**alpha, checked)
+
+    return maps
+
+
+def inverted_boundary(field: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
+    """Phi: ``(M - field) / M`` per class, ``M`` the class's max field; 0 for single-class images."""
+    bg = ~crack if valid is None else ~crack & valid
+    tiny = torch.finfo(field.dtype).tiny
+    top_fg, top_bg = _group_max(field, crack), _group_max(field, bg)
+    top = torch.where(crack, top_fg, top_bg)
+    phi = torch.where(top > 0, (top - field) / top.clamp_min(tiny), _zero(field)).clamp(0, 1)
+    spatial = _spatial(field)
+    two_classes = crack.any(dim=spatial, keepdim=True) & bg.any(dim=spatial, keepdim=True)
+    return torch.where(two_classes, phi, _zero(field))
+
+
+def distance_map_ce_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor, None]:
+    """``(w (1 + Phi), None)`` (``distance`` = the target's raw boundary field)."""
+    dtype = compute_dtype(checked.input)
+    crack = crack_mask(checked)
+    with torch.no_grad():
+        field = user_distance(distance, checked, dtype)
+        if field is None:
+            field = boundary_field(crack, dtype=dtype)
+        return _times_weight(1 + inverted_boundary(field, crack, _valid(checked)), checked), None
+
+
+def shape_aware_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor, None]:
+    """``(w (1 + E), None)``, E per image (``distance`` = EDT to the target's inner boundary)."""
+    dtype = compute_dtype(checked.input)
+    with torch.no_grad():
+        d = user_distance(distance, checked, dtype)
+        if d is None:
+            d = edt(inner_boundary(crack_mask(checked)), to="foreground", dtype=dtype)
+        pred_boundary = _and_valid(inner_boundary(predicted_mask(checked, from_logits)), checked)
+        spatial = _spatial(d)
+        count = pred_boundary.sum(dim=spatial, keepdim=True).to(dtype)
+        e = torch.where(pred_boundary, d, _zero(d)).sum(dim=spatial, keepdim=True) / count.clamp_min(1)
+        return _times_weight((1 + e).expand(d.shape).contiguous(), checked), None
