@@ -65,7 +65,10 @@ from torch.utils._pytree import tree_flatten
 from .validate import DTYPES, TOLERANCES
 
 #: The losses a default run times: the compound losses of the catalog, then their parts.
-DEFAULT_LOSSES = ("hybrid_focal_margin", "unified_focal", "dibe", "bce_dice", "combo", "focal", "dice", "tversky")
+DEFAULT_LOSSES = (
+    "hybrid_focal_margin", "unified_focal", "dibe", "bce_dice", "combo", "focal", "dice", "tversky",
+    "hausdorff_dt", "distance_loss",
+)
 
 SEED = 0
 

@@ -45,7 +45,7 @@ def _bench_parser(sub) -> None:
         "Defaults scale with the device: CPU 8x1x1024x1024, CUDA 16x1x2048x2048 and 4x1x4096x4096.",
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--loss", nargs="+", metavar="NAME", help="losses to time (default: the compound losses, then focal, dice, tversky)")
+    p.add_argument("--loss", nargs="+", metavar="NAME", help="losses to time (default: the compound losses, focal, dice, tversky and the distance losses)")
     p.add_argument("--contender", nargs="+", metavar="NAME",
                    help="contenders (default: all of fastseg reference compiled monai kornia torchvision smp)")
     p.add_argument("--batch", type=int, help="images per batch (default: per device)")
