@@ -211,6 +211,19 @@ HAS_TRITON_OP = hasattr(torch.library, "triton_op") and hasattr(torch.library, "
 
 if HAS_TRITON_OP:
 
+    def _tag_inductor_cache() -> None:
+        """Key Inductor's FX-graph cache on the kernels' source too (it does not hash user Triton code)."""
+        config = getattr(torch.compiler, "config", None)
+        if config is None or not hasattr(config, "cache_key_tag"):
+            return
+        from fastseg.kernels._utils import source_hash
+
+        tag = f"fastseg-{source_hash()}"
+        if tag not in (config.cache_key_tag or ""):
+            config.cache_key_tag = f"{config.cache_key_tag}+{tag}" if config.cache_key_tag else tag
+
+    _tag_inductor_cache()
+
     @torch.library.triton_op("fastseg::fused_sums_triton", mutates_args=())
     def fused_sums_triton(
         z: Tensor,
