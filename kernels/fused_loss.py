@@ -229,6 +229,47 @@ def _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL: tl.constexpr, PER_ELEMENT: tl.co
     return coef
 
 
+@triton.jit
+def _load_tile(
+    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, C, N, n_tiles,
+    z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc,
+    HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr, FP64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """This program's tile of group ``g = pid // n_tiles``: ``(g, tile, offs, inb, mask, z, t, w, d)``.
+
+    ``inb``: the lanes inside the row; ``mask``: those that are also valid. ``z, t, w, d`` are in
+    the compute dtype (float64 for ``FP64``, else float32), masked lanes 0; ``w`` is 1 and ``d`` is
+    0 when absent (their constexpr switch is off, so they are never read).
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    g = pid // n_tiles
+    tile = pid % n_tiles
+    b = g // C
+    c = g % C
+    offs = tile * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    inb = offs < N
+    mask = inb
+    if HAS_VALID:
+        ok = tl.load(valid_ptr + b * v_sb + c * v_sc + offs, mask=inb, other=0)
+        mask = mask & (ok != 0)
+    if FP64:
+        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float64)
+        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float64)
+    else:
+        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float32)
+        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float32)
+    if HAS_WEIGHT:
+        w = tl.load(weight_ptr + b * w_sb + c * w_sc + offs, mask=mask, other=0.0).to(z.dtype)
+    else:
+        w = tl.full([BLOCK], 1.0, z.dtype)
+    if HAS_DIST:
+        d = tl.load(dist_ptr + b * d_sb + c * d_sc + offs, mask=mask, other=0.0).to(z.dtype)
+    else:
+        d = tl.zeros([BLOCK], z.dtype)
+    return g, tile, offs, inb, mask, z, t, w, d
+
+
 # --------------------------------------------------------------------------------------------
 # Kernels
 # --------------------------------------------------------------------------------------------
@@ -254,27 +295,11 @@ def _fused_loss_forward_kernel(
     ``PER_ELEMENT`` (a single group whose every element is its own group, ``reduction="none"``):
     ``out[n, COL_<q>]`` is the quantity of element ``n`` itself.
     """
-    pid = tl.program_id(0).to(tl.int64)
-    g = pid // n_tiles
-    tile = pid % n_tiles
-    b = g // C
-    c = g % C
-    offs = tile * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    inb = offs < N
-    mask = inb
-    if HAS_VALID:
-        ok = tl.load(valid_ptr + b * v_sb + c * v_sc + offs, mask=inb, other=0)
-        mask = mask & (ok != 0)
-    if FP64:
-        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float64)
-        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float64)
-    else:
-        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float32)
-        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float32)
-    if HAS_WEIGHT:
-        w = tl.load(weight_ptr + b * w_sb + c * w_sc + offs, mask=mask, other=0.0).to(z.dtype)
-    if HAS_DIST:
-        d = tl.load(dist_ptr + b * d_sb + c * d_sc + offs, mask=mask, other=0.0).to(z.dtype)
+    g, tile, offs, inb, mask, z, t, w, d = _load_tile(
+        z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, C, N, n_tiles,
+        z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc,
+        HAS_VALID, HAS_WEIGHT, HAS_DIST, FP64, BLOCK,
+    )  # fmt: skip
 
     p, q, nlp, nlq = _sigmoid_forms(z)
 
@@ -359,27 +384,11 @@ def _fused_loss_backward_kernel(
 
     ``PER_ELEMENT``: the coefficients are per element, ``c[n, COL_k]``.
     """
-    pid = tl.program_id(0).to(tl.int64)
-    g = pid // n_tiles
-    tile = pid % n_tiles
-    b = g // C
-    c = g % C
-    offs = tile * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    inb = offs < N
-    mask = inb
-    if HAS_VALID:
-        ok = tl.load(valid_ptr + b * v_sb + c * v_sc + offs, mask=inb, other=0)
-        mask = mask & (ok != 0)
-    if FP64:
-        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float64)
-        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float64)
-    else:
-        z = tl.load(z_ptr + b * z_sb + c * z_sc + offs, mask=mask, other=0.0).to(tl.float32)
-        t = tl.load(t_ptr + b * t_sb + c * t_sc + offs, mask=mask, other=0).to(tl.float32)
-    if HAS_WEIGHT:
-        w = tl.load(weight_ptr + b * w_sb + c * w_sc + offs, mask=mask, other=0.0).to(z.dtype)
-    if HAS_DIST:
-        d = tl.load(dist_ptr + b * d_sb + c * d_sc + offs, mask=mask, other=0.0).to(z.dtype)
+    g, tile, offs, inb, mask, z, t, w, d = _load_tile(
+        z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, C, N, n_tiles,
+        z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc,
+        HAS_VALID, HAS_WEIGHT, HAS_DIST, FP64, BLOCK,
+    )  # fmt: skip
 
     p, q, nlp, nlq = _sigmoid_forms(z)
     acc = tl.zeros([BLOCK], dtype=z.dtype)
