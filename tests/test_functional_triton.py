@@ -109,3 +109,52 @@ def test_backend_triton_runs_the_kernels(monkeypatch):
     x = z.detach().requires_grad_()
     FS.hybrid_focal_margin(x, t, backend="triton").backward()
     assert calls == ["fused_loss_forward", "fused_loss_backward"]
+
+
+# ------------------------------------------------------------------ CUDA only: graphs and compile
+from conftest import requires_cuda  # noqa: E402
+
+
+@requires_cuda
+@pytest.mark.parametrize("name", ["hybrid_focal_margin", "unified_focal", "dice", "hausdorff_dt"])
+def test_cuda_graph_capture_of_forward_and_backward(name):
+    z, t = _inputs((2, 1, 64, 96), "hard", seed=11)
+    x = z.float().detach().requires_grad_()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (kernel compilation) outside the capture
+        for _ in range(2):
+            x.grad = None
+            getattr(FS, name)(x, t).backward()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    x.grad = None
+    with torch.cuda.graph(graph):
+        loss = getattr(FS, name)(x, t)
+        loss.backward()
+    graph.replay()
+    torch.cuda.synchronize()
+    xr = z.detach().requires_grad_()
+    ref = getattr(R, name)(xr, t)
+    ref.backward()
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=2e-5, atol=1e-7)
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=0, atol=2e-4 * xr.grad.abs().max().item())
+
+
+@requires_cuda
+def test_cuda_torch_compile_fullgraph_traces_the_triton_ops():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 1, 3, padding=1).cuda()
+    images, t = _inputs((2, 1, 32, 48), "hard", seed=12)
+    images = images.float()
+
+    def step(x):
+        return FS.hybrid_focal_margin(model(x), t)
+
+    eager = step(images)
+    (g_eager,) = torch.autograd.grad(eager, model.weight)
+    compiled = torch.compile(step, fullgraph=True)
+    out = compiled(images)
+    (g_compiled,) = torch.autograd.grad(out, model.weight)
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_compiled, g_eager, rtol=1e-4, atol=1e-6)
