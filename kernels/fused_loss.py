@@ -630,14 +630,14 @@ def _operands(z, t, valid, weight, distance, quantities):
 
 
 def _per_element(operands):
-    """``[G, 1, 1]`` operands (every element its own group) as one ``[1, 1, G]`` row.
+    """``[B, C, 1]`` operands (every element its own group) as one ``[1, 1, B*C]`` row.
 
     ``reduction="none"`` of a pointwise loss arrives like this; launching one program per
     one-element group would waste all but one lane of every program, so the kernels instead walk
     the row in full tiles and keep one output row (or coefficient row) per element.
     """
-    G = operands[0].shape[0]
-    shape = torch.Size((1, 1, G))
+    B, C, _ = operands[0].shape
+    shape = torch.Size((1, 1, B * C))
     return tuple(None if x is None else as_kernel_operand(x.reshape(shape), shape) for x in operands)
 
 

@@ -458,6 +458,11 @@ def test_per_element_groups_read_each_pixel_as_its_own_group(G):
     assert (S[~valid.view(-1)] == 0).all() and (grad[~valid] == 0).all()
 
 
+def test_per_element_groups_with_several_channels():
+    z, t = make_inputs((2, 3, 1), target="soft", seed=13)
+    run_and_compare(z, t, ALL, RICH, rtol_fwd=2e-5, rtol_bwd=2e-5, distance=torch.rand(2, 3, 1).to(DEVICE), name="B x C")
+
+
 def test_per_element_groups_from_a_strided_view():
     base, t = make_inputs((40, 3, 1), target="bool", seed=9)
     z = base[:, 1:2]  # [40, 1, 1] with group stride 3: the row is not contiguous
