@@ -24,6 +24,7 @@ interpreted functions), so in that case the work runs in a subprocess without th
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import concurrent.futures as futures
 import itertools
 import json
@@ -285,14 +286,11 @@ def cuobjdump_path() -> Path:
     env = os.environ.get("TRITON_CUOBJDUMP_PATH")
     if env and Path(env).exists():
         return Path(env)
-    try:
-        import triton
-
-        wheel = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    spec = importlib.util.find_spec("triton")
+    if spec is not None and spec.origin:
+        wheel = Path(spec.origin).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
         if wheel.exists():
             return wheel
-    except ImportError:
-        pass
     from shutil import which
 
     found = which("cuobjdump")
