@@ -135,7 +135,8 @@ def check_loss_inputs(
     """Validate a loss call's tensors and bring them to one shape.
 
     ``check_values`` runs the value checks (targets in [0, 1], probabilities in [0, 1],
-    non-negative weights); they read the data, so a CUDA-graph-capturable caller may turn them off.
+    non-negative weights); they read the data, so a CUDA-graph-capturable caller may turn them off,
+    and they are skipped while torch.compile traces (a data-dependent branch would break the graph).
     ``convert_target=False`` (the fused path) returns the target in its own dtype, bool, uint8 or
     floating (other integer dtypes become uint8), with ignored pixels left as they are: ``valid``
     says which pixels count, and the values of the valid ones are checked.
@@ -195,7 +196,7 @@ def check_loss_inputs(
                 f"weight must be broadcastable to the input's shape {tuple(input.shape)}; got {tuple(weight.shape)}"
             ) from None
 
-    if check_values:
+    if check_values and not torch.compiler.is_compiling():  # reading data would break a compiled graph
         if target_f.dtype == torch.bool:
             outside = False
         elif valid is None or convert_target:  # ignored pixels hold 0 when converted

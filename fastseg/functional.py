@@ -118,7 +118,7 @@ def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, 
         from_logits=from_logits,
         ignore=ignore,
         weight=weight,
-        check_values=not (torch.compiler.is_compiling() or _capturing_cuda_graph(input)),
+        check_values=not _capturing_cuda_graph(input),
         convert_target=False,  # the backends read bool/uint8 targets as they are (1 byte a pixel)
     )
     x = checked.input
