@@ -216,7 +216,9 @@ def fused_contender(case: Case, device, backend: str = "auto") -> Callable:
     if fn is None:
         raise Unavailable(f"fastseg.functional has no {case.loss!r}")
     kw = _scope_kw(case)
-    return lambda z, t: fn(z, t, backend=backend, **kw)
+    contender = lambda z, t: fn(z, t, backend=backend, **kw)  # noqa: E731
+    contender.backend = backend
+    return contender
 
 
 def reference_contender(case: Case, device) -> Callable:
@@ -592,7 +594,11 @@ def _count(res: Result, case: Case, fn, z, t, *, device) -> None:
     """One untimed step under the counters: ops, bytes per pixel, and (CPU) peak memory."""
     cuda = torch.device(device).type == "cuda"
     z.grad = None
-    if res.kind == "compiled":
+    # backend="inductor" compiles inside the op, and under a dispatch mode runs the eager torch path
+    # instead: its peak is taken like the compiled contender's
+    if res.kind == "compiled" or getattr(fn, "backend", None) == "inductor":
+        if res.kind == "fused":
+            res.bytes_per_pixel, res.bytes_method = fused_bytes_per_pixel(z, t), "design"
         if not cuda:
             with rss_peak() as rss:
                 step(fn, z, t)

@@ -53,7 +53,7 @@ def _bench_parser(sub) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="logits dtype")
     p.add_argument("--scope", default="image", choices=("image", "batch"), help="reduction scope of region terms")
     p.add_argument("--data", default="synthetic", choices=("synthetic", "crackforest"), help="input images")
-    p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch"), help="backend of the fused contender")
+    p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch", "inductor"), help="backend of the fused contender")
     p.add_argument("--repeat", type=int, help="timed steps per contender (default: 3 on CPU, 20 on CUDA)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default: 1 on CPU, 3 on CUDA)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
@@ -75,7 +75,7 @@ def _validate_parser(sub) -> None:
         "sizes, scopes, soft labels and ignore masks. Exit status 1 when any comparison fails.",
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch"), help="backend of fastseg.functional")
+    p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch", "inductor"), help="backend of fastseg.functional")
     p.add_argument("--dtype", nargs="+", choices=("float32", "float16", "bfloat16", "float64"),
                    help="dtypes (default: all the device supports)")
     p.add_argument("--loss", nargs="+", metavar="NAME", help="losses (default: all)")

@@ -20,7 +20,8 @@ On CUDA with ``backend="triton"`` the same pair is registered with ``torch.libra
 ``kernels/fused_loss.py`` launch through ``torch.library.wrap_triton``, so torch.compile traces
 into the kernels themselves (and the op body is its own fake implementation).
 
-Backends (``backend=``): ``"torch"`` is :mod:`.torch_path`; ``"triton"`` is ``kernels/fused_loss.py``
+Backends (``backend=``): ``"torch"`` is :mod:`.torch_path`; ``"inductor"`` (CPU tensors only,
+opt-in) is :mod:`.inductor_path`, the same formulas through ``torch.compile``d passes; ``"triton"`` is ``kernels/fused_loss.py``
 (imported lazily; on CPU tensors it runs under ``TRITON_INTERPRET=1``, which this module sets
 at import on machines without CUDA unless triton was imported before or the variable is set);
 ``"auto"`` picks Triton for CUDA tensors, torch otherwise.
@@ -40,7 +41,7 @@ from .._checks import check_choice
 from . import torch_path
 from .spec import TermParams
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "torch", "inductor")
 
 # On a machine without CUDA, Triton kernels can only run in its interpreter, and the variable
 # must be set before triton is first imported, which torch does on the first call of any custom
@@ -55,6 +56,10 @@ def resolve_backend(backend: str, z: Tensor) -> str:
         return "triton" if z.is_cuda else "torch"
     if backend == "torch" and z.device.type not in ("cpu", "cuda"):
         raise ValueError(f"backend='torch' supports CPU and CUDA tensors; got device {z.device}")
+    if backend == "inductor" and z.device.type != "cpu":
+        raise ValueError(
+            f"backend='inductor' supports CPU tensors only; got device {z.device} (use 'auto', 'triton' or 'torch')"
+        )
     return backend
 
 
@@ -76,7 +81,11 @@ def _triton_module(on_cpu: bool):
 
 
 def _backend_module(backend: str, z: Tensor):
-    return torch_path if backend == "torch" else _triton_module(not z.is_cuda)
+    if backend == "torch":
+        return torch_path
+    if backend == "inductor":
+        return importlib.import_module("fastseg.engine.inductor_path")
+    return _triton_module(not z.is_cuda)
 
 
 def _params(params: list[float]) -> TermParams:

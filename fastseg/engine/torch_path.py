@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -111,6 +110,21 @@ def _pow(x: Tensor, g: float) -> Tensor | None:
 
 def _mul(a: Tensor, b: Tensor | None) -> Tensor:
     return a if b is None else a * b
+
+
+class cached_property:  # noqa: N801
+    """``functools.cached_property`` without its lock (the lock is a graph break for torch.compile,
+    which :mod:`.inductor_path` runs these formulas under; a chunk is never shared between threads)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.name = fn.__name__
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,7 +251,8 @@ def _rowsum(x: Tensor) -> Tensor:
 
 
 def _rowdot(x: Tensor, y: Tensor) -> Tensor:
-    if x.shape[0] == 1 and x.is_contiguous() and y.is_contiguous():  # one row: a BLAS dot, no temporary
+    # one row: a BLAS dot, no temporary (eager only: under torch.compile mul + sum fuses into the loop)
+    if x.shape[0] == 1 and x.is_contiguous() and y.is_contiguous() and not torch.compiler.is_compiling():
         return torch.dot(x[0], y[0]).reshape(1)
     return torch.mul(x, y).sum(dim=-1)
 

@@ -1,0 +1,180 @@
+"""The Inductor backend of the fused engine (CPU, opt-in): :mod:`.torch_path`'s formulas, compiled.
+
+Same interface as :mod:`.torch_path`::
+
+    fused_loss_forward(z, t, *, quantities, params, valid, weight, distance, deterministic) -> S [B*C, K]
+    fused_loss_backward(z, t, coeffs, *, quantities, params, valid, weight, distance) -> dL/dz like z
+
+Instead of visiting cache-sized chunks with eager ops, each pass applies torch_path's per-pixel
+primitives and quantities (``_Chunk``, ``_chunk_sums``, ``_chunk_grad``: the same code, called
+on the whole ``[B*C, N]`` tensors) inside a ``torch.compile``d function, so Inductor's C++
+codegen fuses the pass into one loop over the pixels (vectorised, on torch's OpenMP threads).
+The primitives are recomputed at each use (:class:`_Pixels`) so that Inductor keeps them in
+registers instead of full-size buffers; the DIBE quantities still materialise two (their
+``1 - p^(1+a)`` is reused by several terms). One compiled function per (pass, quantities, params,
+which optional maps are given, dtypes), cached for the life of the process; each gets its own
+code object so the variants do not share Dynamo's per-function recompile limit. The first call
+of a variant compiles it (seconds; Inductor's on-disk cache makes later processes faster).
+
+Numerics: compute dtype as torch_path (float64 for float64 logits, float32 otherwise). The
+forward sums each row in blocks of :data:`BLOCK` pixels in the compute dtype, then adds the block
+sums in float64 (as torch_path adds its chunk sums), so long rows lose no accuracy. Inductor's
+reductions run in a fixed order for a given thread count, so results are reproducible run to
+run (``deterministic`` is accepted for interface parity) but may differ in the last bits between
+thread counts. Empty inputs, and calls made while a Python dispatch mode is active (where
+torch.compile cannot run: profilers, ``FlopCounterMode``, ...), go to :mod:`.torch_path`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import types
+
+import torch
+from torch import Tensor
+from torch.utils import _python_dispatch
+
+from . import torch_path as tp
+from .spec import TermParams
+
+#: Pixels per partial sum in the forward pass (added in float64 afterwards).
+BLOCK = 1 << 14
+
+_CACHE: dict = {}
+_SERIAL = itertools.count()
+
+
+def _fresh(fn):
+    """A copy of ``fn`` with its own code object (Dynamo caches compiled variants per code object)."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{next(_SERIAL)}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+
+
+class _Pixels(tp._Chunk):
+    """torch_path's ``_Chunk`` with every cached primitive recomputed at each use instead.
+
+    Inductor's CPU lowering always materialises a reused result of an ``exp``/``log``/``sigmoid``
+    (a full-size buffer per primitive: ``p``, ``1 - p``, ``log1p(exp(-|z|))``, ...). Recomputed,
+    each use is a fresh single-use expression, and the generated loop computes it once anyway
+    (common subexpressions are shared within a kernel): no per-pixel buffer.
+    """
+
+
+for _name, _attr in vars(tp._Chunk).items():
+    if isinstance(_attr, tp.cached_property):
+        setattr(_Pixels, _name, property(_attr.fn))
+
+
+def _forward_fn(qs, params: TermParams, dtype: torch.dtype):
+    def forward(z, t, valid, weight, distance):
+        B, C, N = z.shape
+        G = B * C
+        nb = -(-N // BLOCK) if N > BLOCK else 1
+        L = -(-N // nb)
+        pad = nb * L - N
+
+        def rows(x, fill):
+            if x is None:
+                return None
+            x = x.reshape(G, N)
+            if pad:
+                x = torch.nn.functional.pad(x, (0, pad), value=fill)
+            return x.reshape(G * nb, L)
+
+        v = rows(valid, False)
+        if v is None and pad:  # the padded pixels are ignored
+            v = torch.arange(nb * L, device=z.device).lt(N).expand(G, nb * L).reshape(G * nb, L)
+        c = _Pixels(rows(z, 0.0), rows(t, 0), v, rows(weight, 0.0), rows(distance, 0.0), params, dtype)
+        parts = torch.stack(tp._chunk_sums(c, qs), dim=-1)  # [G * nb, K]
+        return parts.to(torch.float64).reshape(G, nb, len(qs)).sum(dim=1).to(dtype)
+
+    return forward
+
+
+def _backward_fn(qs, params: TermParams, dtype: torch.dtype, live):
+    def backward(z, t, coeffs, valid, weight, distance):
+        B, C, N = z.shape
+        G = B * C
+        rows = lambda x: None if x is None else x.reshape(G, N)  # noqa: E731
+        c = _Pixels(rows(z), rows(t), rows(valid), rows(weight), rows(distance), params, dtype)
+        coeffs = coeffs.to(dtype)
+        coef: dict = {}
+        for i in live:
+            col = coeffs[:, i : i + 1]
+            coef[qs[i]] = col if qs[i] not in coef else coef[qs[i]] + col
+        return tp._chunk_grad(c, qs, coef).to(z.dtype).reshape(B, C, N)
+
+    return backward
+
+
+def _compiled(kind: str, key: tuple, make):
+    fn = _CACHE.get((kind,) + key)
+    if fn is None:
+        fn = torch.compile(_fresh(make()), fullgraph=True)
+        _CACHE[(kind,) + key] = fn
+    return fn
+
+
+def _key(qs, params, z, t, valid, weight, distance) -> tuple:
+    dt = lambda x: None if x is None else x.dtype  # noqa: E731
+    return (qs, params, z.dtype, t.dtype, dt(valid), dt(weight), dt(distance))
+
+
+def _under_dispatch_mode() -> bool:
+    """A Python dispatch mode is active (a profiler, FlopCounterMode, ...): torch.compile refuses to
+    run there and would mark the function as not compilable for good, so the call goes eager."""
+    return bool(_python_dispatch._get_current_dispatch_mode_stack())
+
+
+def _check_device(z: Tensor) -> None:
+    if z.device.type != "cpu":
+        raise ValueError(f"backend='inductor' supports CPU tensors only; got device {z.device}")
+
+
+def fused_loss_forward(
+    z: Tensor,
+    t: Tensor,
+    *,
+    quantities,
+    params: TermParams,
+    valid: Tensor | None = None,
+    weight: Tensor | None = None,
+    distance: Tensor | None = None,
+    deterministic: bool = True,
+) -> Tensor:
+    """Per (image, channel) sums ``S [B*C, K]`` of the requested quantities, in that order."""
+    _check_device(z)
+    qs = tp._check_args(z, t, quantities, valid, weight, distance)
+    if not qs or z.numel() == 0 or _under_dispatch_mode():
+        return tp.fused_loss_forward(z, t, quantities=qs, params=params, valid=valid, weight=weight,
+                                     distance=distance, deterministic=deterministic)
+    dtype = tp.compute_dtype(z)
+    fn = _compiled("fwd", _key(qs, params, z, t, valid, weight, distance), lambda: _forward_fn(qs, params, dtype))
+    return fn(z, t, valid, weight, distance)
+
+
+def fused_loss_backward(
+    z: Tensor,
+    t: Tensor,
+    coeffs: Tensor,
+    *,
+    quantities,
+    params: TermParams,
+    valid: Tensor | None = None,
+    weight: Tensor | None = None,
+    distance: Tensor | None = None,
+) -> Tensor:
+    """``dL/dz = sum_k coeffs[g, k] * ds_k/dz`` per pixel, as a tensor like ``z`` (its dtype)."""
+    _check_device(z)
+    qs = tp._check_args(z, t, quantities, valid, weight, distance)
+    B, C, N = z.shape
+    if coeffs.shape != (B * C, len(qs)):
+        raise ValueError(f"coeffs must be [B*C, K] = {(B * C, len(qs))}; got {tuple(coeffs.shape)}")
+    live = tuple(i for i, k in enumerate(qs) if k not in tp._CONSTANT)
+    if not live or z.numel() == 0 or _under_dispatch_mode():
+        return tp.fused_loss_backward(z, t, coeffs, quantities=qs, params=params, valid=valid, weight=weight,
+                                      distance=distance)
+    dtype = tp.compute_dtype(z)
+    key = _key(qs, params, z, t, valid, weight, distance) + (coeffs.dtype,)
+    fn = _compiled("bwd", key, lambda: _backward_fn(qs, params, dtype, live))
+    return fn(z, t, coeffs, valid, weight, distance)
