@@ -1,8 +1,14 @@
 """fastseg: fast, trustworthy losses for crack and thin-structure segmentation.
 
-- :mod:`fastseg.reference`: every loss of the catalog as plain PyTorch (the oracle).
+- :mod:`fastseg.functional`, :mod:`fastseg.losses`: every loss of the catalog, fused (Triton
+  kernels on CUDA, a chunked torch path on CPU), as functions and ``nn.Module`` classes.
+- :mod:`fastseg.reference`: the same losses as plain PyTorch (the oracle they are tested against).
 - :mod:`fastseg.metrics`, :mod:`fastseg.guidance`: confusion metrics, ODS/OIS, OII and its search.
+- :mod:`fastseg.edt`: exact batched Euclidean distance transforms on the tensor's device.
+- :mod:`fastseg.distributed`: ``scope="global"`` statistics across DDP ranks.
 - :mod:`fastseg.data`: CrackForest loader and synthetic crack batches.
+
+``python -m fastseg bench | validate | kernels`` are the command-line entry points.
 """
 
 __version__ = "0.1.0"
