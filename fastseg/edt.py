@@ -12,8 +12,9 @@
 
 Backends. CPU tensors run a native exact lower envelope (C, built on first use,
 :mod:`fastseg._native_edt`) for unit spacing, else SciPy's exact feature transform image by image. CUDA tensors run the
-Triton kernel (Felzenszwalb and Huttenlocher's separable lower envelope, ``fastseg.kernels.edt``),
-one launch per axis for the whole batch, without leaving the GPU. Both backends share one contract: ``[N, *spatial]`` bool target sets in,
+Triton kernels (``fastseg.kernels.edt``: running scans along the contiguous axis, Felzenszwalb
+and Huttenlocher's lower envelope along the others), one launch per axis for the whole batch,
+without leaving the GPU. Both backends share one contract: ``[N, *spatial]`` bool target sets in,
 the distances (or their squares) out in the requested dtype, :func:`empty_fill` for images
 without any target pixel.
 """
@@ -211,9 +212,10 @@ def edt(
         any pixel of the ``to`` set get :func:`empty_fill` everywhere (the image diagonal, larger
         than any distance inside the image; squared with ``squared=True``).
 
-    CPU tensors use the native C lower envelope (unit spacing; all images in one call, lines over
-    OpenMP threads) or SciPy (one exact feature transform per image); CUDA tensors use the Triton
-    kernel (Felzenszwalb-Huttenlocher lower envelope, one launch per axis for the whole batch).
+    CPU tensors use the native C lower envelope (unit spacing; all images in one call, images
+    over a thread pool) or SciPy (one exact feature transform per image); CUDA tensors use the
+    Triton kernels (a running scan along the contiguous axis, the Felzenszwalb-Huttenlocher lower
+    envelope along the others; one launch per axis for the whole batch).
     """
     mask = _check_mask(mask)
     check_choice("to", to, TARGETS)

@@ -46,7 +46,9 @@ ARCHS = (80, 90)
 BLOCK, WARPS = block_and_warps(1 << 40)  # the widest tile: it bounds the registers of every narrower one
 LOGITS = ("fp32", "fp16", "bf16")
 TARGETS = ("u8", "fp32")
-EDT_BLOCK_LINES = (32, 64)  # the lanes per program kernels/edt.py launches with
+EDT_BLOCK_LINES = (32, 64)  # the lanes per program of the envelope kernel (kernels/edt.py)
+EDT_SWEEP_BLOCK_N = tuple(1 << e for e in range(4, 11))  # the tile widths of its sweep kernel (16 ... SWEEP_TILE)
+_NOT_PIXEL_KERNELS = ("reduce", "edt", "edt_sweep")
 
 _DICE = (Q.TP, Q.SUM_P, Q.SUM_T)
 _CE = (Q.FG_CE, Q.BG_CE, Q.COUNT)
@@ -94,7 +96,7 @@ class ToolchainUnavailable(RuntimeError):
 class Variant:
     """One compiled specialisation of a kernel (hashable: used to de-duplicate)."""
 
-    kernel: str  # "forward" | "backward" | "reduce" | "edt"
+    kernel: str  # "forward" | "backward" | "reduce" | "edt" (envelope) | "edt_sweep"
     quantities: tuple[int, ...]
     params: tuple[tuple[str, float], ...]
     logits: str = "fp32"
@@ -144,7 +146,7 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
 
     def add(v: Variant, loss: str) -> None:
         # Two variants with identical signature and constexprs are one compiled kernel.
-        if v.kernel in ("reduce", "edt"):
+        if v.kernel in _NOT_PIXEL_KERNELS:
             key = (v.kernel, v.k)
         else:
             make = forward_constexprs if v.kernel == "forward" else backward_constexprs
@@ -186,6 +188,8 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
         add(Variant("reduce", (), (), k=len(quantities)), loss)
     for lines in EDT_BLOCK_LINES:
         add(Variant("edt", (), (), logits="-", target="-", k=lines), "edt")
+    for block_n in EDT_SWEEP_BLOCK_N:
+        add(Variant("edt_sweep", (), (), logits="-", target="-", k=block_n), "edt")
     return out
 
 
@@ -196,10 +200,17 @@ def _signature_and_constexprs(v: Variant):
     if v.kernel == "edt":
         from fastseg.kernels import edt as edt_kernels
 
-        fn = edt_kernels._edt_line_kernel
+        fn = edt_kernels._edt_envelope_kernel
         ce = {"BLOCK_LINES": v.k}
         ptrs = {"f_ptr": "*fp32", "out_ptr": "*fp32", "v_ptr": "*i32", "z_ptr": "*fp32", "spacing": "fp32"}
         warps = max(1, v.k // 32)
+    elif v.kernel == "edt_sweep":
+        from fastseg.kernels import edt as edt_kernels
+
+        fn = edt_kernels._edt_sweep_kernel
+        ce = {"BLOCK_LINES": edt_kernels.sweep_blocks(v.k)[0], "BLOCK_N": v.k}
+        ptrs = {"mask_ptr": "*u8", "out_ptr": "*fp32", "spacing": "fp32"}
+        warps = edt_kernels.SWEEP_WARPS
     elif v.kernel == "reduce":
         fn = fl._reduce_partials_kernel
         ce = {"K": v.k, "KP": 1 << max(0, (v.k - 1).bit_length()), "BLOCK_T": fl.REDUCE_BLOCK_T}
@@ -382,10 +393,10 @@ def report(
         row = Row(
             kernel=v.kernel,
             losses=todo[v],
-            quantities={"reduce": f"K={v.k}", "edt": f"lines={v.k}"}.get(v.kernel) or ",".join(Q(k).name for k in v.quantities),
+            quantities={"reduce": f"K={v.k}", "edt": f"lines={v.k}", "edt_sweep": f"BLOCK_N={v.k}"}.get(v.kernel) or ",".join(Q(k).name for k in v.quantities),
             params=_format_params(v),
-            logits=v.logits if v.kernel not in ("reduce", "edt") else "-",
-            target=v.target if v.kernel not in ("reduce", "edt") else "-",
+            logits=v.logits if v.kernel not in _NOT_PIXEL_KERNELS else "-",
+            target=v.target if v.kernel not in _NOT_PIXEL_KERNELS else "-",
             valid=v.valid,
             weight=v.weight,
             atomic=v.atomic,

@@ -69,6 +69,21 @@ def test_adversarial_masks_equal_scipy(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_lines_wider_than_one_sweep_tile_equal_scipy(device):
+    """Rows wider than the sweep's tile: the nearest target is found across tile boundaries."""
+    from fastseg.kernels.edt import sweep_blocks
+
+    tile = sweep_blocks(10**6)[1]
+    w = 2 * tile + 100
+    masks = torch.zeros(2, 3, w, dtype=torch.bool)
+    masks[0, 0, 5] = True  # only in the first tile: carried rightwards over two tiles
+    masks[0, 1, w - 3] = True  # only in the last tile: carried leftwards
+    masks[0, 2, [tile - 1, tile]] = True  # on both sides of a tile boundary
+    masks[1, 1, tile + 7] = True  # a single pixel; the other rows reach it through the envelope
+    assert_matches_scipy(masks, (1.0, 1.0), device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("spacing", [(0.5, 2.0), (3.0, 1.0), (1.5, 0.7, 2.0)])
 def test_anisotropic_spacing_equals_scipy(spacing, device):
     shape = (2, 9, 11) if len(spacing) == 2 else (2, 5, 6, 7)

@@ -38,7 +38,7 @@ def test_catalog_variants_cover_every_loss_and_kernel():
     losses = {loss for users in todo.values() for loss in users}
     assert losses == {name for name, _, _ in kr.CATALOG} | {"edt"}
     kinds = {v.kernel for v in todo}
-    assert kinds == {"forward", "backward", "reduce", "edt"}
+    assert kinds == {"forward", "backward", "reduce", "edt", "edt_sweep"}
     # backward kernels never carry the zero-derivative sums
     for v in todo:
         if v.kernel == "backward":
@@ -77,7 +77,9 @@ def test_sm90_compile_gate_covers_the_edt_kernel(capsys):
     if status == 3:
         pytest.skip(f"compile toolchain unavailable: {captured.err.strip()[-300:]}")
     rows = json.loads(captured.out)
-    assert sorted(r["quantities"] for r in rows) == ["lines=32", "lines=64"]
+    assert sorted(r["quantities"] for r in rows if r["kernel"] == "edt") == ["lines=32", "lines=64"]
+    widths = sorted(int(r["quantities"].split("=")[1]) for r in rows if r["kernel"] == "edt_sweep")
+    assert widths == [16, 32, 64, 128, 256, 512, 1024]
     for r in rows:
         assert r["error"] == "" and r["spill_bytes"] == 0 and 0 < r["registers"] <= 255, r
     assert status == 0
