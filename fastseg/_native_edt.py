@@ -14,8 +14,9 @@ so the envelope is the exact one (ties pick either parabola, with the same value
 
 It is compiled once per machine with the system C compiler (``$CC``, default ``cc``) into
 ``$FASTSEG_CACHE_DIR`` (default ``~/.cache/fastseg``) and loaded with ctypes, which releases the
-GIL during the call. Where no compiler works, or with ``FASTSEG_NATIVE=0``,
-:func:`load` returns ``None`` and :mod:`fastseg.edt` uses SciPy instead.
+GIL during the call. Where no compiler works, :func:`load` warns once (``RuntimeWarning``) and
+returns ``None``, and :mod:`fastseg.edt` uses SciPy instead; ``FASTSEG_NATIVE=0`` chooses SciPy
+without the warning.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -174,11 +176,12 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("FASTSEG_CACHE_DIR") or Path.home() / ".cache" / "fastseg")
 
 
-def _build() -> Path | None:
+def _build() -> tuple[Path | None, str]:
+    """``(path of the shared library, "")``, or ``(None, why it could not be built)``."""
     digest = hashlib.sha1(SOURCE.encode()).hexdigest()[:16]
     out = _cache_dir() / f"edt_{digest}.so"
     if out.exists():
-        return out
+        return out, ""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         src = Path(tmp) / "edt.c"
@@ -187,12 +190,12 @@ def _build() -> Path | None:
         cmd = [os.environ.get("CC", "cc"), "-O3", "-fPIC", "-shared", str(src), "-o", str(lib), "-lm"]
         try:
             done = subprocess.run(cmd, capture_output=True, timeout=120)
-        except (OSError, subprocess.SubprocessError):
-            return None
+        except (OSError, subprocess.SubprocessError) as error:
+            return None, f"{cmd[0]!r} could not run ({error})"
         if done.returncode != 0:
-            return None
+            return None, f"{cmd[0]!r} failed: {done.stderr.decode(errors='replace').strip()[-300:]}"
         os.replace(lib, out)  # atomic: concurrent builders agree on one file
-        return out
+        return out, ""
 
 
 def load():
@@ -204,8 +207,9 @@ def load():
     if os.environ.get("FASTSEG_NATIVE", "1") == "0":
         return None
     try:
-        path = _build()
+        path, why = _build()
         if path is None:
+            _warn_fallback(why)
             return None
         lib = ctypes.CDLL(str(path))
         lib.fastseg_edt.restype = ctypes.c_int
@@ -214,9 +218,20 @@ def load():
             ctypes.POINTER(ctypes.c_int64), ctypes.c_int, ctypes.c_int, ctypes.c_double,
         ]
         _LIB = lib
-    except OSError:
+    except OSError as error:
+        _warn_fallback(f"the compiled library could not be loaded ({error})")
         _LIB = None
     return _LIB
+
+
+def _warn_fallback(why: str) -> None:
+    warnings.warn(
+        f"fastseg: the native CPU distance transform is unavailable: {why}. CPU distance maps fall "
+        "back to SciPy (exact, several times slower). Install a C compiler or set CC to one; set "
+        "FASTSEG_NATIVE=0 to choose SciPy without this warning.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 MODES = {"foreground": 0, "background": 1, "field": 2}

@@ -13,6 +13,8 @@ reference value rtol 2e-5, gradient 2e-4 of its largest entry (the CUDA tests to
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
@@ -330,6 +332,33 @@ def test_native_boundary_field_and_lines():
     assert torch.equal(boundary_field(m, dtype=torch.float64), torch.from_numpy(want))
     assert torch.equal(boundary_field(m, squared=True, dtype=torch.float64), torch.from_numpy(np.rint(want**2)))
     assert torch.equal(boundary_field(torch.ones(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4))
+
+
+def test_native_edt_without_compiler_warns_once_and_falls_back_to_scipy(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("FASTSEG_CACHE_DIR", str(tmp_path))  # no library built by an earlier run
+    monkeypatch.setattr(_native_edt, "_TRIED", False)
+    monkeypatch.setattr(_native_edt, "_LIB", None)
+    mask = torch.zeros(1, 1, 9, 12, dtype=torch.bool)
+    mask[0, 0, 4, 2:9] = True
+    with pytest.warns(RuntimeWarning, match="no-such-compiler.*SciPy"):
+        got = edt(mask)
+    want = ndi.distance_transform_edt(~mask[0, 0].numpy())
+    assert np.array_equal(got[0, 0].numpy(), want.astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: a second call stays quiet
+        assert torch.equal(edt(mask), got)
+
+
+def test_native_edt_disabled_by_environment_is_quiet(monkeypatch):
+    monkeypatch.setenv("FASTSEG_NATIVE", "0")
+    monkeypatch.setattr(_native_edt, "_TRIED", False)
+    monkeypatch.setattr(_native_edt, "_LIB", None)
+    mask = torch.rand(2, 1, 7, 5, generator=torch.Generator().manual_seed(0)) < 0.2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = edt(mask, squared=True, dtype=torch.float64)
+    assert torch.equal(got, torch.from_numpy(_scipy_sq(mask.numpy(), "foreground")))
 
 
 # ---------------------------------------------------------------------------------------- CUDA
