@@ -41,13 +41,13 @@ from pathlib import Path
 from fastseg.engine.spec import Quantity as Q
 from fastseg.engine.spec import TermParams
 from fastseg.kernels._utils import block_and_warps
+from fastseg.kernels.edt import ENVELOPE_LINES, SWEEP_TILE
 
 ARCHS = (80, 90)
 BLOCK, WARPS = block_and_warps(1 << 40)  # the widest tile: it bounds the registers of every narrower one
 LOGITS = ("fp32", "fp16", "bf16")
 TARGETS = ("u8", "fp32")
-EDT_BLOCK_LINES = (32, 64)  # the lanes per program of the envelope kernel (kernels/edt.py)
-EDT_SWEEP_BLOCK_N = tuple(1 << e for e in range(4, 11))  # the tile widths of its sweep kernel (16 ... SWEEP_TILE)
+EDT_SWEEP_BLOCK_N = tuple(1 << e for e in range(4, SWEEP_TILE.bit_length()))  # sweep tile widths: 16 ... SWEEP_TILE
 _NOT_PIXEL_KERNELS = ("reduce", "edt", "edt_sweep")
 
 _DICE = (Q.TP, Q.SUM_P, Q.SUM_T)
@@ -186,8 +186,7 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
                 diff = tuple(k for k in quantities if k not in ZERO_DERIVATIVE)
                 add(Variant("backward", diff, prm, lg, tg, va, we and _weighted(diff), per_element=pe), loss)
         add(Variant("reduce", (), (), k=len(quantities)), loss)
-    for lines in EDT_BLOCK_LINES:
-        add(Variant("edt", (), (), logits="-", target="-", k=lines), "edt")
+    add(Variant("edt", (), (), logits="-", target="-", k=ENVELOPE_LINES), "edt")
     for block_n in EDT_SWEEP_BLOCK_N:
         add(Variant("edt_sweep", (), (), logits="-", target="-", k=block_n), "edt")
     return out

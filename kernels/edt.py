@@ -58,9 +58,10 @@ def _edt_sweep_kernel(mask_ptr, out_ptr, n_lines, n, spacing, BLOCK_LINES: tl.co
     line_ok = (lines < n_lines)[:, None]
     cols = tl.arange(0, BLOCK_N)
 
+    n_tiles = tl.cdiv(n, BLOCK_N)
     left_carry = tl.full([BLOCK_LINES], -1, tl.int32)
-    for start in range(0, n, BLOCK_N):
-        idx = (start + cols)[None, :]
+    for tile in range(0, n_tiles):
+        idx = (tile * BLOCK_N + cols)[None, :]
         ok = line_ok & (idx < n)
         site = tl.load(mask_ptr + row + idx, mask=ok, other=0) != 0
         left = tl.associative_scan(tl.where(site, idx, -1), 1, _maximum)
@@ -70,7 +71,6 @@ def _edt_sweep_kernel(mask_ptr, out_ptr, n_lines, n, spacing, BLOCK_LINES: tl.co
         tl.store(out_ptr + row + idx, gap, mask=ok)
 
     right_carry = tl.full([BLOCK_LINES], NO_INDEX, tl.int32)
-    n_tiles = tl.cdiv(n, BLOCK_N)
     for tile in range(0, n_tiles):
         idx = ((n_tiles - 1 - tile) * BLOCK_N + cols)[None, :]
         ok = line_ok & (idx < n)
@@ -177,9 +177,9 @@ def sweep_blocks(n: int) -> tuple[int, int]:
     return SWEEP_TILE // block_n, block_n
 
 
-def envelope_block_lines(n_lines: int) -> int:
-    """Lanes per program of the envelope, one warp per 32 lines: few lines per program keep the machine full."""
-    return 32 if n_lines <= 8192 else 64
+ENVELOPE_LINES = 32
+"""Lines per program of the envelope: one warp, so the per-step "any lane still popping?" test is a
+warp vote (no shared memory, no barrier), and the most programs to spread over the machine."""
 
 
 def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
@@ -214,8 +214,7 @@ def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tenso
         if scratch_v is None:  # every axis has n_lines * n == total entries: one pair of buffers
             scratch_v = torch.empty(total, dtype=torch.int32, device=mask.device)
             scratch_z = torch.empty(total, dtype=torch.float32, device=mask.device)
-        block = envelope_block_lines(n_lines)
-        grid = (triton.cdiv(n_lines, block),)
-        _edt_envelope_kernel[grid](current, other, scratch_v, scratch_z, n_lines, n, inner, float(spacing[axis]), BLOCK_LINES=block, num_warps=block // 32)
+        grid = (triton.cdiv(n_lines, ENVELOPE_LINES),)
+        _edt_envelope_kernel[grid](current, other, scratch_v, scratch_z, n_lines, n, inner, float(spacing[axis]), BLOCK_LINES=ENVELOPE_LINES, num_warps=1)
         current, other = other, current
     return torch.where(current >= BIG.value, torch.full((), float("inf"), device=mask.device), current)
