@@ -24,8 +24,9 @@ from numbers import Real
 import torch
 from torch import Tensor
 
-#: Region-statistics scopes: per image and channel, per channel over the batch, or per channel over
-#: the batches of every rank of a torch.distributed group (fastseg.distributed; "batch" on one process).
+#: Statistics scopes: per image and channel, per channel over the batch, or per channel over the
+#: batches of every rank of a torch.distributed group (fastseg.distributed; "batch" on one process).
+#: Pointwise losses take "batch" or "global" (their mean is over the valid pixels of the batch).
 SCOPES = ("image", "batch", "global")
 REDUCTIONS = ("mean", "sum", "none")
 

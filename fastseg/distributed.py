@@ -1,13 +1,16 @@
-"""``scope="global"``: region statistics summed over every rank of a ``torch.distributed`` group.
+"""``scope="global"``: loss statistics summed over every rank of a ``torch.distributed`` group.
 
 Why. Under ``DistributedDataParallel`` each rank sees only its shard of the batch, so a batch
 Dice computed per rank is a per-shard Dice, and DDP's gradient averaging does not turn an average
 of per-shard Dice losses into the Dice loss of the whole batch (nnU-Net's batch Dice had exactly
-this bug). A fused loss is ``L = epilogue(S)`` with ``S`` a tiny ``[groups, K]`` tensor of sums
+this bug). Pointwise losses have the same defect in a milder form: a per-rank mean over valid
+pixels is not the global-batch mean when the ranks hold different numbers of valid (non-ignored)
+pixels, and the class fractions of the balanced / adaptive weighted BCE are per-rank fractions.
+A fused loss is ``L = epilogue(S)`` with ``S`` a tiny ``[groups, K]`` tensor of sums
 (:mod:`fastseg.engine.spec`), and sums add across ranks: one all-reduce of ``S`` gives the
 statistics of the global batch, and the epilogue evaluated on them is the global-batch loss.
 
-What ``scope="global"`` does (region and compound losses; ``fastseg.functional`` and
+What ``scope="global"`` does (region, compound and pointwise losses; ``fastseg.functional`` and
 ``fastseg.losses``):
 
 - each rank sums its shard's statistics per channel, ``S_r [C, K]`` (``C * K`` floats: a few
@@ -18,6 +21,16 @@ What ``scope="global"`` does (region and compound losses; ``fastseg.functional``
   valid-pixel count (``COUNT`` is one of the summed statistics), class frequencies are global,
   and a channel counts as present when any rank holds a valid pixel of it. Every rank returns
   the same value, the loss of the global batch;
+- pointwise losses (the catalog's, and the per-pixel distance losses ``hausdorff_dt``,
+  ``distance_map_ce``, ``shape_aware``, whose maps are per image) take scope ``"batch"``, their
+  default, or ``"global"`` (``"image"`` raises: a pointwise mean has no per-image form). With
+  ``"global"``, ``"mean"`` is the sum of the per-pixel terms of every rank over the global
+  valid-pixel count, ``"sum"`` the sum over every rank, and the class fractions of
+  ``balanced_bce`` / ``adaptive_wce`` are those of the global batch. ``reduction="none"``
+  returns this rank's per-pixel map, its rows of the global batch's map: the values of
+  ``"batch"`` except that the class fractions (the only batch-level statistics of a pointwise
+  loss) are global. The one all-reduce runs whatever the reduction and the loss, so every rank
+  issues the same collectives;
 - the collective is ``torch.distributed._functional_collectives.all_reduce``, so
   ``torch.compile`` (``fullgraph=True`` included) traces it into the graph; any backend
   works (NCCL on GPUs, gloo on CPU);
@@ -111,7 +124,8 @@ def sum_across_ranks(x: Tensor, process_group=None) -> Tensor:
     return reduced + (x - x.detach())
 
 
-def global_stats(S: Tensor, quantities, B: int, C: int, P: int, *, process_group=None) -> Stats:
+def global_stats(S: Tensor, quantities, B: int, C: int, P: int, *, per_pixel: bool = False,
+                 process_group=None) -> Stats:
     """The :class:`~fastseg.engine.plans.Stats` of the global batch from this rank's ``S [B*C*P, K]``.
 
     The local sums are first reduced to one row per channel (``[C, K]``; every epilogue needs
@@ -120,6 +134,10 @@ def global_stats(S: Tensor, quantities, B: int, C: int, P: int, *, process_group
     the global sums. Groups are marked present by the global valid-pixel count when the plan sums
     it (a rank without an ignore mask and one with must agree, so the flag cannot depend on the
     local mask). Without an initialised process group: a ``UserWarning`` and the local sums.
+
+    ``per_pixel=True`` (``reduction="none"`` of a pointwise loss, ``P = N`` rows per image and
+    channel): the view keeps this rank's per-pixel rows and answers ``channel``/``total`` (the
+    class counts of balanced / adaptive WCE) with the global per-channel sums.
     """
     K = len(quantities)
     local = S.reshape(B, C, P, K).sum(dim=(0, 2))
@@ -129,4 +147,21 @@ def global_stats(S: Tensor, quantities, B: int, C: int, P: int, *, process_group
         total = local
     else:
         total = sum_across_ranks(local, process_group)
-    return Stats(total, quantities, 1, C, 1, "batch", masked=Quantity.COUNT in tuple(quantities))
+    masked = Quantity.COUNT in tuple(quantities)
+    if per_pixel:
+        return _PixelStats(S, quantities, B, C, P, total, masked)
+    return Stats(total, quantities, 1, C, 1, "batch", masked=masked)
+
+
+class _PixelStats(Stats):
+    """This rank's per-pixel rows, with the per-channel sums ``totals [C, K]`` of the global batch."""
+
+    def __init__(self, S: Tensor, quantities, B: int, C: int, P: int, totals: Tensor, masked: bool):
+        super().__init__(S, quantities, B, C, P, "batch", masked)
+        self.totals = totals.view(1, C, 1, len(quantities))
+
+    def channel(self, q: Quantity) -> Tensor:
+        return self.totals[..., self.index[q]]
+
+    def total(self, q: Quantity) -> Tensor:
+        return self.channel(q).sum()

@@ -17,9 +17,16 @@ torch ops (the plan's epilogue) give the loss; backward is one more pass computi
 probabilities to logits ``log p - log(1-p)`` (logs clamped at -100, as the reference clamps)
 outside the fused op, and autograd chains that map. Double backward raises ``RuntimeError``.
 
-``scope="global"`` (region and compound losses) sums the statistics over every rank of a
-``torch.distributed`` process group before the epilogue: one all-reduce of a ``[C, K]`` tensor
-per call (:mod:`fastseg.distributed`, which also says how to scale the loss under DDP).
+``scope="global"`` sums the statistics over every rank of a ``torch.distributed`` process group
+before the epilogue: one all-reduce of a ``[C, K]`` tensor per call (:mod:`fastseg.distributed`,
+which also says how to scale the loss under DDP), so every rank returns the loss of the global
+batch. Pointwise losses (their reference has no scope: it averages over the valid pixels of the
+batch) take ``scope="batch"`` (default, the reference's value) or ``"global"``: the mean over the
+valid pixels of every rank's batch, with the class fractions of ``balanced_bce`` /
+``adaptive_wce`` taken over the global batch; ``"image"`` raises ``ValueError``. With
+``reduction="none"`` a pointwise loss returns this rank's per-pixel map, the rows of the global
+batch's map: per-pixel terms need no synchronisation, only the class fractions (balanced /
+adaptive WCE) are global.
 
 Differences from the reference that are by design: gradients flow to ``input`` only (never to a
 soft ``target`` or a ``weight`` map that requires grad), and under ``torch.compile`` the value
@@ -145,8 +152,9 @@ def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, 
         backend=backend,
         deterministic=deterministic,
     )
-    if scope == GLOBAL and not per_pixel:  # one all-reduce of the per-channel sums (fastseg.distributed)
-        stats = global_stats(S, plan.quantities, B, C, 1, process_group=process_group)
+    if scope == GLOBAL:  # one all-reduce of the per-channel sums (fastseg.distributed)
+        stats = global_stats(S, plan.quantities, B, C, N if per_pixel else 1, per_pixel=per_pixel,
+                             process_group=process_group)
     else:
         stats = P.Stats(S, plan.quantities, B, C, N if per_pixel else 1, scope, checked.valid is not None)
     out = plan.epilogue(stats, reduction)
@@ -441,11 +449,20 @@ def kind(name: str) -> str:
     return "pointwise" if name in POINTWISE else "region" if name in REGION else "compound"
 
 
+#: Scopes of pointwise losses: the mean over the valid pixels of this process's batch, or of the
+#: batches of every rank (:mod:`fastseg.distributed`); a pointwise mean has no per-image form.
+POINTWISE_SCOPES = ("batch", GLOBAL)
+
+
 def check_scope_and_reduction(name: str, scope, reduction) -> None:
-    """The reference's rules: pointwise losses take no scope and any reduction; region losses any
-    scope and reduction; compound losses any scope and "mean"/"sum"."""
+    """The reference's rules: pointwise losses any reduction and scope "batch" or "global"; region
+    losses any scope and reduction; compound losses any scope and "mean"/"sum"."""
     k = kind(name)
     if k == "pointwise":
+        if scope == "image":
+            raise ValueError(f"{name} is a pointwise loss: it averages over the valid pixels of the batch, so scope "
+                             f"must be 'batch' or 'global' (every rank's batch); got scope='image'")
+        check_choice("scope", scope, POINTWISE_SCOPES)
         _pointwise_reduction(reduction)
     elif k == "region":
         check_scope_reduction(scope, reduction)
@@ -455,17 +472,18 @@ def check_scope_and_reduction(name: str, scope, reduction) -> None:
 
 def run_plan(plan: P.Plan, input, target, *, from_logits=True, scope="image", reduction="mean", ignore=None,
              weight=None, backend="auto", deterministic=True, process_group=None, distance=None) -> Tensor:
-    """Evaluate a plan (scope and reduction already checked); ``process_group`` is the group of
-    ``scope="global"`` (default: the default group; see :mod:`fastseg.distributed`)."""
+    """Evaluate a plan (scope and reduction already checked; a pointwise plan reads ``"image"`` and
+    ``"batch"`` alike); ``process_group`` is the group of ``scope="global"`` (default: the default
+    group; see :mod:`fastseg.distributed`)."""
     return _run(plan, input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore,
                 weight=weight, backend=backend, deterministic=deterministic, process_group=process_group,
                 distance=distance)
 
 
-def _pointwise(name, plan, input, target, from_logits, reduction, ignore, weight, backend, deterministic):
-    check_scope_and_reduction(name, "image", reduction)
-    return run_plan(plan, input, target, from_logits=from_logits, reduction=reduction, ignore=ignore, weight=weight,
-                    backend=backend, deterministic=deterministic)
+def _pointwise(name, plan, input, target, from_logits, scope, reduction, ignore, weight, backend, deterministic):
+    check_scope_and_reduction(name, scope, reduction)
+    return run_plan(plan, input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore,
+                    weight=weight, backend=backend, deterministic=deterministic)
 
 
 def _grouped(name, plan, input, target, from_logits, scope, reduction, ignore, weight, backend, deterministic):
@@ -475,90 +493,102 @@ def _grouped(name, plan, input, target, from_logits, scope, reduction, ignore, w
 
 
 # --------------------------------------------------------------------------------------------
-# pointwise losses (reduction "mean" over the valid pixels of the batch, "sum", or "none")
+# pointwise losses (reduction "mean" over the valid pixels of the batch, "sum", or "none"; scope
+# "batch", or "global": the batches of every rank of a torch.distributed group)
 # --------------------------------------------------------------------------------------------
 
 
-def bce(input, target, *, from_logits=True, reduction="mean", ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
+def bce(input, target, *, from_logits=True, scope="batch", reduction="mean", ignore=None, weight=None, backend="auto",
+        deterministic=True) -> Tensor:
     """Binary cross-entropy ``-[t log p + (1-t) log(1-p)]`` (seed 000; 001 eq 1; 004 A)."""
-    return _pointwise("bce", bce_plan(), input, target, from_logits, reduction, ignore, weight, backend, deterministic)
+    return _pointwise("bce", bce_plan(), input, target, from_logits, scope, reduction, ignore, weight, backend,
+                      deterministic)
 
 
-def weighted_bce(input, target, *, lam=0.5, from_logits=True, reduction="mean", ignore=None, weight=None, backend="auto",
-                 deterministic=True) -> Tensor:
+def weighted_bce(input, target, *, lam=0.5, from_logits=True, scope="batch", reduction="mean", ignore=None,
+                 weight=None, backend="auto", deterministic=True) -> Tensor:
     """Weighted BCE ``-[lam t log p + (1-lam)(1-t) log(1-p)]`` (seed 001 eq 2; 004 B)."""
     plan = weighted_bce_plan(lam=lam)
-    return _pointwise("weighted_bce", plan, input, target, from_logits, reduction, ignore, weight, backend, deterministic)
+    return _pointwise("weighted_bce", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
+                      deterministic)
 
 
-def balanced_bce(input, target, *, from_logits=True, reduction="mean", ignore=None, weight=None, backend="auto",
-                 deterministic=True) -> Tensor:
+def balanced_bce(input, target, *, from_logits=True, scope="batch", reduction="mean", ignore=None, weight=None,
+                 backend="auto", deterministic=True) -> Tensor:
     """Balanced CE: weighted BCE with ``lam = beta`` = fraction of negative valid pixels per channel
-    over the batch, no gradient (seed 004 C; seed 002 eq 1)."""
+    over the batch, no gradient (seed 004 C; seed 002 eq 1). With ``scope="global"`` the batch is
+    the global one (every rank's valid pixels), also for ``reduction="none"``."""
     plan = balanced_bce_plan()
-    return _pointwise("balanced_bce", plan, input, target, from_logits, reduction, ignore, weight, backend, deterministic)
+    return _pointwise("balanced_bce", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
+                      deterministic)
 
 
-def adaptive_wce(input, target, *, q="exp", beta=1.0, gamma=None, a=10.0, smooth=1.0, from_logits=True, reduction="mean",
-                 ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
+def adaptive_wce(input, target, *, q="exp", beta=1.0, gamma=None, a=10.0, smooth=1.0, from_logits=True, scope="batch",
+                 reduction="mean", ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
     """Adaptive WCE ``-[q(alpha) t log p + (1-t) log(1-p)]`` (seed 002 eq 2-7; the reference's
-    smoothing of alpha and its clamp of ``q="log"`` at 0)."""
+    smoothing of alpha and its clamp of ``q="log"`` at 0); alpha is the class fraction of the batch,
+    of the global batch with ``scope="global"`` (also for ``reduction="none"``)."""
     plan = adaptive_wce_plan(q=q, beta=beta, gamma=gamma, a=a, smooth=smooth)
-    return _pointwise("adaptive_wce", plan, input, target, from_logits, reduction, ignore, weight, backend, deterministic)
+    return _pointwise("adaptive_wce", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
+                      deterministic)
 
 
-def focal(input, target, *, gamma=2.0, lam=None, from_logits=True, reduction="mean", ignore=None, weight=None,
-          backend="auto", deterministic=True) -> Tensor:
+def focal(input, target, *, gamma=2.0, lam=None, from_logits=True, scope="batch", reduction="mean", ignore=None,
+          weight=None, backend="auto", deterministic=True) -> Tensor:
     """Focal ``-[lam (1-p)^g t log p + (1-lam) p^g (1-t) log(1-p)]`` (seed 001 eq 3; 004 D)."""
     plan = focal_plan(gamma=gamma, lam=lam)
-    return _pointwise("focal", plan, input, target, from_logits, reduction, ignore, weight, backend, deterministic)
+    return _pointwise("focal", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
+                      deterministic)
 
 
-def asymmetric_focal(input, target, *, gamma=2.0, delta=None, from_logits=True, reduction="mean", ignore=None,
-                     weight=None, backend="auto", deterministic=True) -> Tensor:
+def asymmetric_focal(input, target, *, gamma=2.0, delta=None, from_logits=True, scope="batch", reduction="mean",
+                     ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
     """Asymmetric focal ``-[delta t log p + (1-delta) p^g (1-t) log(1-p)]`` (seed 000 eq 2)."""
     plan = asymmetric_focal_plan(gamma=gamma, delta=delta)
-    return _pointwise("asymmetric_focal", plan, input, target, from_logits, reduction, ignore, weight, backend,
+    return _pointwise("asymmetric_focal", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
                       deterministic)
 
 
-def asymmetric_margin(input, target, *, m=0.5, from_logits=True, reduction="mean", ignore=None, weight=None,
-                      backend="auto", deterministic=True) -> Tensor:
+def asymmetric_margin(input, target, *, m=0.5, from_logits=True, scope="batch", reduction="mean", ignore=None,
+                      weight=None, backend="auto", deterministic=True) -> Tensor:
     """Asymmetric large margin ``-[t log sigmoid(z-m) + (1-t) log(1-p)]`` (seed 000 eq 3)."""
     plan = asymmetric_margin_plan(m=m)
-    return _pointwise("asymmetric_margin", plan, input, target, from_logits, reduction, ignore, weight, backend,
+    return _pointwise("asymmetric_margin", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
                       deterministic)
 
 
-def asymmetric_focal_margin(input, target, *, gamma=2.0, m=0.5, from_logits=True, reduction="mean", ignore=None,
-                            weight=None, backend="auto", deterministic=True) -> Tensor:
+def asymmetric_focal_margin(input, target, *, gamma=2.0, m=0.5, from_logits=True, scope="batch", reduction="mean",
+                            ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
     """Asymmetric focal margin ``-[t log sigmoid(z-m) + p^g (1-t) log(1-p)]`` (seed 000 eq 11)."""
     plan = asymmetric_focal_margin_plan(gamma=gamma, m=m)
-    return _pointwise("asymmetric_focal_margin", plan, input, target, from_logits, reduction, ignore, weight, backend,
+    return _pointwise("asymmetric_focal_margin", plan, input, target, from_logits, scope, reduction, ignore, weight,
+                      backend, deterministic)
+
+
+def focal_margin(input, target, *, gamma=2.0, m=0.5, from_logits=True, scope="batch", reduction="mean", ignore=None,
+                 weight=None, backend="auto", deterministic=True) -> Tensor:
+    """Focal margin ``-[(1-p)^g t log sigmoid(z-m) + p^g (1-t) log(1-p)]`` (seed 000 eq 12)."""
+    plan = focal_margin_plan(gamma=gamma, m=m)
+    return _pointwise("focal_margin", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
                       deterministic)
 
 
-def focal_margin(input, target, *, gamma=2.0, m=0.5, from_logits=True, reduction="mean", ignore=None, weight=None,
-                 backend="auto", deterministic=True) -> Tensor:
-    """Focal margin ``-[(1-p)^g t log sigmoid(z-m) + p^g (1-t) log(1-p)]`` (seed 000 eq 12)."""
-    plan = focal_margin_plan(gamma=gamma, m=m)
-    return _pointwise("focal_margin", plan, input, target, from_logits, reduction, ignore, weight, backend, deterministic)
-
-
-def el_ce(input, target, *, lam=None, gamma_ce=1.0, from_logits=True, reduction="mean", ignore=None, weight=None,
-          backend="auto", deterministic=True) -> Tensor:
+def el_ce(input, target, *, lam=None, gamma_ce=1.0, from_logits=True, scope="batch", reduction="mean", ignore=None,
+          weight=None, backend="auto", deterministic=True) -> Tensor:
     """Exponential logarithmic CE ``lam (-log p)^gce`` (t=1), ``(1-lam)(-log(1-p))^gce`` (t=0)
     (seed 001 eq 11); the base clamped to the smallest normal float."""
     plan = el_ce_plan(lam=lam, gamma_ce=gamma_ce)
-    return _pointwise("el_ce", plan, input, target, from_logits, reduction, ignore, weight, backend, deterministic)
+    return _pointwise("el_ce", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
+                      deterministic)
 
 
-def dibe_dis(input, target, *, lam=0.75, gamma=2.0, alpha=0.3, beta=None, from_logits=True, reduction="mean",
-             ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
+def dibe_dis(input, target, *, lam=0.75, gamma=2.0, alpha=0.3, beta=None, from_logits=True, scope="batch",
+             reduction="mean", ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
     """DIBE_Dis (seed 001 eq 16) as printed: ``alpha`` on missed foreground, ``beta`` (default
     ``1 - alpha``) on false alarms; ``yhat = [p >= 0.5]`` without gradient."""
     plan = dibe_dis_plan(lam=lam, gamma=gamma, alpha=alpha, beta=beta)
-    return _pointwise("dibe_dis", plan, input, target, from_logits, reduction, ignore, weight, backend, deterministic)
+    return _pointwise("dibe_dis", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
+                      deterministic)
 
 
 # --------------------------------------------------------------------------------------------
@@ -707,7 +737,9 @@ def holistic(input, target, *, a=1.0, b=1.0, q="exp", beta=1.0, gamma=None, base
 # --------------------------------------------------------------------------------------------
 # distance losses: distance maps by fastseg.edt on the input's device, once per call (the
 # target's map may be passed precomputed as ``distance=``), entering the fused pass as the
-# per-pixel ``distance`` (D_FP, D_SQERR) or ``weight`` (the CE quantities) input
+# per-pixel ``distance`` (D_FP, D_SQERR) or ``weight`` (the CE quantities) input. The pointwise
+# ones (hausdorff_dt, distance_map_ce, shape_aware) take scope "batch" or "global" as the
+# pointwise losses do; their maps are per image, so "global" is the loss of the global batch.
 # --------------------------------------------------------------------------------------------
 
 
@@ -755,34 +787,35 @@ def distance_loss(input, target, *, alpha=4.0, eps=1.0, eps_dist=1e-6, distance=
                     distance=distance)
 
 
-def hausdorff_dt(input, target, *, alpha=2.0, distance=None, from_logits=True, reduction="mean", ignore=None,
-                 weight=None, backend="auto", deterministic=True) -> Tensor:
+def hausdorff_dt(input, target, *, alpha=2.0, distance=None, from_logits=True, scope="batch", reduction="mean",
+                 ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
     """Hausdorff DT loss ``mean((p - t)^2 (d_t^a + d_p^a))`` (Karimi-Salcudean; MONAI's HausdorffDTLoss):
     ``d_t``/``d_p`` the two-sided boundary fields of ``t > 0.5`` and ``p > 0.5``; fused as D_SQERR with
     ``d = w (d_t^a + d_p^a)``. ``distance``: precomputed ``boundary_field(t > 0.5)`` (not raised to a)."""
-    check_scope_and_reduction("hausdorff_dt", "image", reduction)
-    return run_plan(hausdorff_dt_plan(alpha=alpha), input, target, from_logits=from_logits, reduction=reduction,
-                    ignore=ignore, weight=weight, backend=backend, deterministic=deterministic, distance=distance)
+    check_scope_and_reduction("hausdorff_dt", scope, reduction)
+    return run_plan(hausdorff_dt_plan(alpha=alpha), input, target, from_logits=from_logits, scope=scope,
+                    reduction=reduction, ignore=ignore, weight=weight, backend=backend, deterministic=deterministic,
+                    distance=distance)
 
 
-def distance_map_ce(input, target, *, distance=None, from_logits=True, reduction="mean", ignore=None, weight=None,
-                    backend="auto", deterministic=True) -> Tensor:
+def distance_map_ce(input, target, *, distance=None, from_logits=True, scope="batch", reduction="mean", ignore=None,
+                    weight=None, backend="auto", deterministic=True) -> Tensor:
     """Distance-map-penalised CE ``mean((1 + Phi) CE)`` (Caliva et al.): Phi the per-class inverted
     boundary distance of the target, fused as the CE weight ``w (1 + Phi)``. ``distance``: precomputed
     ``boundary_field(t > 0.5)`` (raw)."""
-    check_scope_and_reduction("distance_map_ce", "image", reduction)
-    return run_plan(distance_map_ce_plan(), input, target, from_logits=from_logits, reduction=reduction, ignore=ignore,
-                    weight=weight, backend=backend, deterministic=deterministic, distance=distance)
+    check_scope_and_reduction("distance_map_ce", scope, reduction)
+    return run_plan(distance_map_ce_plan(), input, target, from_logits=from_logits, scope=scope, reduction=reduction,
+                    ignore=ignore, weight=weight, backend=backend, deterministic=deterministic, distance=distance)
 
 
-def shape_aware(input, target, *, distance=None, from_logits=True, reduction="mean", ignore=None, weight=None,
-                backend="auto", deterministic=True) -> Tensor:
+def shape_aware(input, target, *, distance=None, from_logits=True, scope="batch", reduction="mean", ignore=None,
+                weight=None, backend="auto", deterministic=True) -> Tensor:
     """Shape-aware loss ``mean((1 + E) CE)`` (Hayder et al.): E per image the mean distance of the
     predicted boundary pixels to the target's boundary, fused as the CE weight ``w (1 + E)``.
     ``distance``: precomputed ``edt(inner_boundary(t > 0.5), to="foreground")``."""
-    check_scope_and_reduction("shape_aware", "image", reduction)
-    return run_plan(shape_aware_plan(), input, target, from_logits=from_logits, reduction=reduction, ignore=ignore,
-                    weight=weight, backend=backend, deterministic=deterministic, distance=distance)
+    check_scope_and_reduction("shape_aware", scope, reduction)
+    return run_plan(shape_aware_plan(), input, target, from_logits=from_logits, scope=scope, reduction=reduction,
+                    ignore=ignore, weight=weight, backend=backend, deterministic=deterministic, distance=distance)
 
 
 def hybrid_focal_margin_distance(input, target, *, m=0.5, gamma_f=2.0, gamma=0.75, delta=0.7, symmetric=False, lam=None,

@@ -1,13 +1,14 @@
 """``nn.Module`` losses: one class per loss of :mod:`fastseg.functional`, with the catalog's defaults.
 
 Each class takes the loss's parameters (the keyword arguments of its functional form, same names
-and defaults) plus ``from_logits``, ``scope`` (not for pointwise losses), ``reduction``,
-``backend``, ``deterministic`` and, for ``scope="global"``, ``process_group`` (the
-``torch.distributed`` group whose ranks' statistics are summed, default the default group; see
-:mod:`fastseg.distributed`) at construction, validates them all there (the same rules and
-errors as the functional form), and is then called as ``loss(input, target, ignore=None,
-weight=None)``. The parameters are fixed at construction (the fused plan is built once): make a
-new module to change them. ``repr`` lists every parameter::
+and defaults) plus ``from_logits``, ``scope`` (default ``"image"``; pointwise losses: ``"batch"``,
+the default, or ``"global"``), ``reduction``, ``backend``, ``deterministic`` and, for
+``scope="global"``, ``process_group`` (the ``torch.distributed`` group whose ranks' statistics
+are summed, default the default group; see :mod:`fastseg.distributed`) at construction,
+validates them all there (the same rules and errors as the functional form), and is then called
+as ``loss(input, target, ignore=None, weight=None)``. The parameters are fixed at construction
+(the fused plan is built once): make a new module to change them. ``repr`` lists every
+parameter (a pointwise loss's scope only when it is not the default ``"batch"``)::
 
     >>> HybridFocalMarginLoss(m=1.0)
     HybridFocalMarginLoss(m=1.0, gamma_f=2.0, gamma=0.75, delta=0.7, symmetric=False, lam=None, eps=1.0, scope='image', reduction='mean')
@@ -67,6 +68,11 @@ _CALL_ARGS = ("input", "target", "ignore", "weight", "distance")  # distance: th
 _SETTINGS = ("from_logits", "scope", "reduction", "backend", "deterministic")
 
 
+def _default_scope(name: str) -> str:
+    """``"batch"`` for pointwise losses (the mean over the batch's valid pixels), else ``"image"``."""
+    return "batch" if F.kind(name) == "pointwise" else "image"
+
+
 def _loss_parameters(name: str) -> dict[str, inspect.Parameter]:
     """The loss's own parameters (name -> Parameter) from its functional signature."""
     sig = inspect.signature(getattr(F, name))
@@ -85,10 +91,9 @@ class FusedLoss(nn.Module):
             return
         params = list(_loss_parameters(name).values())
         kw = inspect.Parameter.KEYWORD_ONLY
-        settings = [inspect.Parameter("from_logits", kw, default=True)]
-        if F.kind(name) != "pointwise":
-            settings.append(inspect.Parameter("scope", kw, default="image"))
-        settings += [
+        settings = [
+            inspect.Parameter("from_logits", kw, default=True),
+            inspect.Parameter("scope", kw, default=_default_scope(name)),
             inspect.Parameter("reduction", kw, default="mean"),
             inspect.Parameter("backend", kw, default="auto"),
             inspect.Parameter("deterministic", kw, default=True),
@@ -109,8 +114,7 @@ class FusedLoss(nn.Module):
         cls = type(self).__name__
         name = self.loss_name
         own = _loss_parameters(name)
-        pointwise = F.kind(name) == "pointwise"
-        allowed = (set(own) | set(_SETTINGS) | {"process_group"}) - ({"scope", "process_group"} if pointwise else set())
+        allowed = set(own) | set(_SETTINGS) | {"process_group"}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise TypeError(f"{cls}() got unexpected keyword argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(allowed))}")
@@ -120,9 +124,9 @@ class FusedLoss(nn.Module):
         self.from_logits = kwargs.get("from_logits", True)
         if not isinstance(self.from_logits, bool):
             raise TypeError(f"from_logits must be a bool; got {type(self.from_logits).__name__}")
-        self.scope = None if pointwise else kwargs.get("scope", "image")
+        self.scope = kwargs.get("scope", _default_scope(name))
         self.reduction = kwargs.get("reduction", "mean")
-        F.check_scope_and_reduction(name, self.scope or "image", self.reduction)
+        F.check_scope_and_reduction(name, self.scope, self.reduction)
         self.process_group = kwargs.get("process_group")  # scope "global" only (fastseg.distributed)
         if self.process_group is not None and self.scope != "global":
             raise ValueError(f"process_group applies to scope='global' only; got scope={self.scope!r}")
@@ -142,7 +146,7 @@ class FusedLoss(nn.Module):
             input,
             target,
             from_logits=self.from_logits,
-            scope=self.scope or "image",
+            scope=self.scope,
             reduction=self.reduction,
             ignore=ignore,
             weight=weight,
@@ -156,7 +160,7 @@ class FusedLoss(nn.Module):
         parts = [f"{k}={v!r}" for k, v in self.params.items()]
         if not self.from_logits:
             parts.append("from_logits=False")
-        if self.scope is not None:
+        if self.scope != "batch" or F.kind(self.loss_name) != "pointwise":  # a pointwise loss's default is implied
             parts.append(f"scope={self.scope!r}")
         parts.append(f"reduction={self.reduction!r}")
         if self.backend != "auto":

@@ -14,6 +14,12 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+requires_interpreter = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1",
+    reason="Triton kernels on CPU tensors need TRITON_INTERPRET=1 (set above when there is no CUDA)",
+)
+#: Where a Triton test runs its kernels: the GPU when there is one, else CPU tensors under the interpreter.
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(autouse=True)

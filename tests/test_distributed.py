@@ -11,7 +11,11 @@ the concatenated batch with ``scope="batch"``:
 - under DDP with ``(loss * world_size()).backward()`` the averaged parameter gradients equal the
   single-process parameter gradients (the documented recipe);
 - the same holds for the ``nn.Module`` form with an explicit ``process_group`` and for a
-  ``torch.compile(fullgraph=True)`` step (``aot_eager``: the functional all-reduce is traced).
+  ``torch.compile(fullgraph=True)`` step (``aot_eager``: the functional all-reduce is traced);
+- pointwise losses (every one of ``fastseg.functional.POINTWISE``, distance-weighted ones
+  included): the ``scope="global"`` mean is the mean over the valid pixels of the whole batch,
+  ``"sum"`` its sum, and with ``reduction="none"`` each rank's map is its rows of the whole
+  batch's map (balanced / adaptive WCE: class fractions of the whole batch).
 
 The shards are unequal (2 and 3 images) and hold ignored pixels, a fully ignored image and a
 crack-free image, so a per-rank mean or a per-rank pixel count would show.
@@ -19,6 +23,7 @@ crack-free image, so a per-rank mean or a per-rank pixel count would show.
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -38,6 +43,25 @@ LOSSES = {
     "unified_focal": dict(),
     "hybrid_focal_margin": dict(m=0.5),
 }
+#: Every pointwise loss (FS.POINTWISE), with non-default parameters where that exercises more.
+POINTWISE = {
+    "bce": dict(),
+    "weighted_bce": dict(lam=0.3),
+    "balanced_bce": dict(),
+    "adaptive_wce": dict(q="power", beta=0.5, gamma=0.7),
+    "focal": dict(gamma=1.5, lam=0.25),
+    "asymmetric_focal": dict(gamma=0.7, delta=0.6),
+    "asymmetric_margin": dict(m=1.0),
+    "asymmetric_focal_margin": dict(gamma=1.3, m=1.5),
+    "focal_margin": dict(gamma=0.5, m=1.0),
+    "el_ce": dict(lam=0.6, gamma_ce=0.4),
+    "dibe_dis": dict(lam=0.6, gamma=1.5, alpha=0.2, beta=0.5),
+    "hausdorff_dt": dict(),
+    "distance_map_ce": dict(),
+    "shape_aware": dict(),
+}
+POINTWISE_SUM = ("bce", "adaptive_wce")
+POINTWISE_NONE = ("bce", "balanced_bce", "adaptive_wce")  # the last two: global class fractions per pixel
 TIMEOUT_S = 90
 
 
@@ -85,12 +109,23 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     for name, params in LOSSES.items():
         fn = getattr(FS, name)
         run(name, lambda x: fn(x, t, ignore=ignore, scope="global", **params))
+    for name, params in POINTWISE.items():
+        fn = getattr(FS, name)
+        run(name, lambda x: fn(x, t, ignore=ignore, scope="global", **params))
+    for name in POINTWISE_SUM:
+        fn = getattr(FS, name)
+        run(f"{name}_sum", lambda x: fn(x, t, ignore=ignore, scope="global", reduction="sum", **POINTWISE[name]))
+    for name in POINTWISE_NONE:
+        fn = getattr(FS, name)
+        run(f"{name}_none", lambda x: fn(x, t, ignore=ignore, scope="global", reduction="none", **POINTWISE[name]))
     run("dice_sum", lambda x: FS.dice(x, t, ignore=ignore, scope="global", reduction="sum"))
     run("tversky_none", lambda x: FS.tversky(x, t, ignore=ignore, scope="global", reduction="none"))
 
     group = dist.new_group([0, 1])
     module = FL.HybridFocalMarginLoss(m=0.5, scope="global", process_group=group)
     run("module", lambda x: module(x, t, ignore=ignore))
+    pointwise_module = FL.BalancedBCELoss(scope="global", process_group=group)
+    run("pointwise_module", lambda x: pointwise_module(x, t, ignore=ignore))
 
     compiled = torch.compile(lambda x: FS.unified_focal(x, t, ignore=ignore, scope="global"), backend="aot_eager",
                              fullgraph=True)
@@ -136,21 +171,32 @@ def ranks(tmp_path_factory):
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
+def batch_scope(name) -> dict:
+    """``{"scope": "batch"}`` for a reference loss with a scope; a pointwise reference has none (its
+    mean runs over the valid pixels of the batch)."""
+    import fastseg.reference as R
+
+    return {"scope": "batch"} if "scope" in inspect.signature(getattr(R, name)).parameters else {}
+
+
 def reference(name, z, **kw):
     """The reference loss of the whole batch (scope "batch") and its gradient, one process."""
     import fastseg.reference as R
 
     _, t, ignore = make_batch()
     x = z.clone().requires_grad_()
-    loss = getattr(R, name)(x, t, ignore=ignore, scope="batch", **kw)
+    loss = getattr(R, name)(x, t, ignore=ignore, **batch_scope(name), **kw)
     loss.sum().backward()
     return loss.detach(), x.grad
 
 
-def assert_matches(got, expected_loss, expected_grad):
+def assert_matches(got, expected_loss, expected_grad, *, per_pixel=False):
+    """Every rank's loss is the whole batch's (``per_pixel``: its rows of the whole batch's map) and
+    its gradient the rows of the single-process gradient."""
     for r, (lo, hi) in enumerate(SHARDS):
         loss, grad = got[r]
-        torch.testing.assert_close(loss, expected_loss, rtol=1e-10, atol=1e-12, msg=f"loss of rank {r}")
+        expected = expected_loss[lo:hi] if per_pixel else expected_loss
+        torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12, msg=f"loss of rank {r}")
         torch.testing.assert_close(grad, expected_grad[lo:hi], rtol=1e-8, atol=1e-12, msg=f"gradient of rank {r}")
 
 
@@ -165,16 +211,73 @@ def test_global_loss_and_gradient_equal_single_process(ranks, name):
     assert_matches([out[name] for out in ranks], expected_loss, expected_grad)
 
 
-@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("name", list(LOSSES) + list(POINTWISE))
 def test_the_data_tells_a_per_rank_loss_apart(name):
     """Sanity of the data: each shard's own batch loss differs from the global one."""
     import fastseg.reference as R
 
+    params = {**LOSSES, **POINTWISE}[name]
     z, t, ignore = make_batch()
-    whole = getattr(R, name)(z, t, ignore=ignore, scope="batch", **LOSSES[name])
+    whole = getattr(R, name)(z, t, ignore=ignore, **batch_scope(name), **params)
     for lo, hi in SHARDS:
-        shard = getattr(R, name)(z[lo:hi], t[lo:hi], ignore=ignore[lo:hi], scope="batch", **LOSSES[name])
+        shard = getattr(R, name)(z[lo:hi], t[lo:hi], ignore=ignore[lo:hi], **batch_scope(name), **params)
         assert abs(shard.item() - whole.item()) > 1e-3
+
+
+def test_shards_hold_unequal_valid_pixel_counts():
+    _, _, ignore = make_batch()
+    valid = [int((~ignore[lo:hi]).sum()) for lo, hi in SHARDS]
+    assert valid[0] != valid[1] and valid[0] > 0
+
+
+# --------------------------------------------------------------------------------------------
+# pointwise losses
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_pointwise_loss_is_covered():
+    import fastseg.functional as FS
+
+    assert set(POINTWISE) == set(FS.POINTWISE)
+
+
+@pytest.mark.parametrize("name", list(POINTWISE))
+def test_pointwise_global_mean_equals_single_process(ranks, name):
+    """The mean over the valid pixels of every rank (a per-rank mean would weight the ranks'
+    pixels unequally here), class fractions of the whole batch for balanced / adaptive WCE."""
+    z, _, _ = make_batch()
+    assert_matches([out[name] for out in ranks], *reference(name, z, **POINTWISE[name]))
+
+
+@pytest.mark.parametrize("name", POINTWISE_SUM)
+def test_pointwise_global_sum(ranks, name):
+    z, _, _ = make_batch()
+    assert_matches([out[f"{name}_sum"] for out in ranks], *reference(name, z, reduction="sum", **POINTWISE[name]))
+
+
+@pytest.mark.parametrize("name", POINTWISE_NONE)
+def test_pointwise_global_none_is_the_rows_of_the_whole_batch_map(ranks, name):
+    z, _, _ = make_batch()
+    expected_loss, expected_grad = reference(name, z, reduction="none", **POINTWISE[name])
+    assert expected_loss.shape == z.shape
+    assert_matches([out[f"{name}_none"] for out in ranks], expected_loss, expected_grad, per_pixel=True)
+
+
+@pytest.mark.parametrize("name", ["balanced_bce", "adaptive_wce"])
+def test_the_data_tells_per_rank_class_fractions_apart(name):
+    """Sanity: with per-rank class fractions the per-pixel maps would differ from the global rows."""
+    import fastseg.reference as R
+
+    z, t, ignore = make_batch()
+    whole = getattr(R, name)(z, t, ignore=ignore, reduction="none", **POINTWISE[name])
+    for lo, hi in SHARDS:
+        shard = getattr(R, name)(z[lo:hi], t[lo:hi], ignore=ignore[lo:hi], reduction="none", **POINTWISE[name])
+        assert (shard - whole[lo:hi]).abs().max() > 1e-3
+
+
+def test_pointwise_module_with_explicit_process_group(ranks):
+    z, _, _ = make_batch()
+    assert_matches([out["pointwise_module"] for out in ranks], *reference("balanced_bce", z))
 
 
 def test_global_sum_and_none_reductions(ranks):
@@ -257,6 +360,48 @@ def test_without_process_group_falls_back_to_batch_with_a_warning(name):
     torch.testing.assert_close(ref_global, expected_loss, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(("name", "reduction"), [("bce", "mean"), ("balanced_bce", "mean"), ("adaptive_wce", "none")])
+def test_pointwise_without_process_group_falls_back_to_batch_with_a_warning(name, reduction):
+    _requires_no_process_group()
+    import fastseg.functional as FS
+
+    z, t, ignore = make_batch()
+    x = z.clone().requires_grad_()
+    with pytest.warns(UserWarning, match="no process group is initialised"):
+        loss = getattr(FS, name)(x, t, ignore=ignore, scope="global", reduction=reduction, **POINTWISE[name])
+    loss.sum().backward()
+    expected_loss, expected_grad = reference(name, z, reduction=reduction, **POINTWISE[name])
+    torch.testing.assert_close(loss.detach(), expected_loss, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(x.grad, expected_grad, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["bce", "balanced_bce", "focal", "hausdorff_dt"])
+def test_pointwise_batch_scope_is_the_reference(name):
+    """``scope="batch"`` (the default) is the reference's mean over the batch's valid pixels."""
+    import fastseg.functional as FS
+
+    z, t, ignore = make_batch()
+    expected_loss, expected_grad = reference(name, z, **POINTWISE[name])
+    x = z.clone().requires_grad_()
+    loss = getattr(FS, name)(x, t, ignore=ignore, scope="batch", **POINTWISE[name])
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), expected_loss, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(x.grad, expected_grad, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["bce", "adaptive_wce", "shape_aware"])
+def test_pointwise_scope_errors(name):
+    import fastseg.functional as FS
+
+    z, t, _ = make_batch()
+    fn = getattr(FS, name)
+    message = rf"{name} is a pointwise loss: it averages over the valid pixels of the batch, so scope must be 'batch'"
+    with pytest.raises(ValueError, match=message):
+        fn(z, t, scope="image")
+    with pytest.raises(ValueError, match="scope must be one of 'batch', 'global'; got 'world'"):
+        fn(z, t, scope="world", reduction="none")
+
+
 def test_without_process_group_compiled_fullgraph():
     _requires_no_process_group()
     import fastseg.functional as FS
@@ -282,6 +427,9 @@ def test_no_warning_unless_global_was_asked():
         FS.dice(z, t, scope="batch")
         FS.dice(z, t, scope="image")
         FL.DiceLoss(scope="batch")(z, t)
+        FS.bce(z, t)
+        FS.balanced_bce(z, t, scope="batch", reduction="none")
+        FL.FocalLoss()(z, t)
     assert FD.world_size() == 1
     assert not FD.available()
 
@@ -292,8 +440,12 @@ def test_module_accepts_global_and_checks_process_group():
     assert FL.DiceLoss(scope="global").scope == "global"
     with pytest.raises(ValueError, match="process_group applies to scope='global' only"):
         FL.DiceLoss(scope="batch", process_group=object())
-    with pytest.raises(TypeError, match="process_group"):
-        FL.FocalLoss(process_group=object())  # pointwise losses have no scope
+    assert FL.FocalLoss(scope="global", process_group=None).scope == "global"
+    assert FL.FocalLoss().scope == "batch"
+    with pytest.raises(ValueError, match="process_group applies to scope='global' only; got scope='batch'"):
+        FL.FocalLoss(process_group=object())
+    with pytest.raises(ValueError, match="bce is a pointwise loss"):
+        FL.BinaryCrossEntropyLoss(scope="image")
     with pytest.raises(ValueError, match="scope must be one of 'image', 'batch', 'global'"):
         FL.DiceLoss(scope="world")
 

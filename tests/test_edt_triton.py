@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
-from conftest import requires_cuda
+from conftest import TRITON_DEVICE, requires_cuda, requires_interpreter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fastseg.kernels.edt import edt_squared
 
-DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
+DEVICES = [pytest.param("cpu", marks=requires_interpreter), pytest.param("cuda", marks=requires_cuda)]
 
 
 def scipy_squared_edt(masks: np.ndarray, spacing) -> np.ndarray:
@@ -93,14 +93,14 @@ def test_anisotropic_spacing_equals_scipy(spacing, device):
 @settings(max_examples=25, deadline=None)
 @given(arrays(np.bool_, st.tuples(st.integers(1, 2), st.integers(1, 12), st.integers(1, 12))))
 def test_hypothesis_masks_equal_scipy(masks):
-    assert_matches_scipy(torch.from_numpy(masks), (1.0, 1.0), "cpu")
+    assert_matches_scipy(torch.from_numpy(masks), (1.0, 1.0), TRITON_DEVICE)
 
 
 def test_uint8_and_float_masks_mean_nonzero():
     masks = _masks((2, 8, 9), 0.15, seed=5)
-    want = edt_squared(masks, (1.0, 1.0))
-    assert torch.equal(edt_squared(masks.to(torch.uint8) * 3, (1.0, 1.0)), want)
-    assert torch.equal(edt_squared(masks.float() * 0.5, (1.0, 1.0)), want)
+    want = torch.from_numpy(scipy_squared_edt(masks.numpy(), (1.0, 1.0))).float()
+    for nonzero in (masks.to(torch.uint8) * 3, masks.float() * 0.5, masks.double() * -2.0):
+        assert torch.equal(edt_squared(nonzero.to(TRITON_DEVICE), (1.0, 1.0)).cpu(), want)
 
 
 def test_spacing_length_is_checked():

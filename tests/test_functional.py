@@ -123,8 +123,15 @@ def test_every_reference_loss_is_fused():
 
 @pytest.mark.parametrize("name", ALL)
 def test_signature_matches_reference(name):
+    """The reference's parameters in its order, then backend and deterministic; pointwise losses add
+    ``scope`` (default "batch", the reference's semantics) after ``from_logits``, as region losses have it."""
     ref = inspect.signature(getattr(R, name)).parameters
-    fused = inspect.signature(getattr(FS, name)).parameters
+    fused = dict(inspect.signature(getattr(FS, name)).parameters)
+    if name in POINTWISE:
+        assert "scope" not in ref
+        names = list(fused)
+        assert names[names.index("from_logits") + 1] == "scope"
+        assert fused.pop("scope").default == "batch"
     assert list(fused)[: len(ref)] == list(ref), "same parameters, same order"
     for p in ref.values():
         assert fused[p.name].default == p.default and fused[p.name].kind == p.kind, p.name

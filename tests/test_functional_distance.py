@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
-from conftest import requires_cuda
+from conftest import requires_cuda, requires_interpreter
 
 import fastseg.functional as FS
 import fastseg.losses as L
@@ -136,6 +136,7 @@ def test_float32_matches_float64_reference(name):
 
 
 @pytest.mark.slow
+@requires_interpreter
 @pytest.mark.parametrize("name", NAMES)
 def test_triton_backend_under_interpreter(name):
     z, t = _inputs((2, 1, 6, 7))

@@ -32,6 +32,9 @@ def test_defaults_match_reference_and_value(cls):
     for name, p in init.items():
         if name in ("backend", "deterministic"):
             continue
+        if name == "scope" and name not in ref_params:  # pointwise: the reference's batch mean
+            assert FS.kind(cls.loss_name) == "pointwise" and p.default == "batch"
+            continue
         assert ref_params[name].default == p.default, name
     module = cls(backend="torch")
     assert dict(module.params) == {n: p.default for n, p in init.items() if n not in ("from_logits", "scope", "reduction", "backend", "deterministic")}
@@ -73,7 +76,10 @@ def test_module_forwards_parameters_and_settings():
         (L.DIBELoss, dict(gamma=0), ValueError, "gamma must be > 0"),
         (L.AdaptiveWCELoss, dict(q="cubic"), ValueError, "q must be one of"),
         (L.HolisticLoss, dict(base=1.0), ValueError, "base must be > 1"),
-        (L.BinaryCrossEntropyLoss, dict(scope="image"), TypeError, "unexpected keyword argument"),
+        (L.BinaryCrossEntropyLoss, dict(scope="image"), ValueError,
+         "bce is a pointwise loss: .* scope must be 'batch' or 'global'"),
+        (L.FocalLoss, dict(scope="pixel"), ValueError, "scope must be one of 'batch', 'global'"),
+        (L.FocalLoss, dict(process_group=object()), ValueError, "process_group applies to scope='global' only"),
         (L.DiceLoss, dict(gama=1.0), TypeError, "unexpected keyword argument"),
         (L.DiceLoss, dict(backend="gpu"), ValueError, "backend must be one of"),
         (L.DiceLoss, dict(from_logits=1), TypeError, "from_logits must be a bool"),
@@ -91,6 +97,9 @@ def test_repr():
         "scope='image', reduction='mean')"
     )
     assert repr(L.BinaryCrossEntropyLoss(reduction="none")) == "BinaryCrossEntropyLoss(reduction='none')"
+    assert repr(L.FocalLoss(gamma=1.0, scope="global")) == (
+        "FocalLoss(gamma=1.0, lam=None, scope='global', reduction='mean')"
+    )
     assert repr(L.DiceLoss(scope="batch", backend="torch", from_logits=False)) == (
         "DiceLoss(eps=1.0, from_logits=False, scope='batch', reduction='mean', backend='torch')"
     )
@@ -99,7 +108,8 @@ def test_repr():
 def test_signature_and_doc():
     sig = inspect.signature(L.UnifiedFocalLoss)
     assert list(sig.parameters)[:5] == ["lam", "delta", "gamma", "asymmetric", "eps"]
-    assert "scope" not in inspect.signature(L.FocalLoss).parameters
+    assert inspect.signature(L.FocalLoss).parameters["scope"].default == "batch"
+    assert inspect.signature(L.DiceLoss).parameters["scope"].default == "image"
     assert "fastseg.functional.unified_focal" in L.UnifiedFocalLoss.__doc__
 
 
