@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Everything a session with a lent GPU should run, in one device call (see bench/README.md).
+# Everything a session with a lent GPU should run (see bench/README.md "On a lent GPU").
 #
-#   device run:  bash bench/gpu_session.sh        (writes into $OUT, default bench/results/gpu)
+#   device run:  OUT=$OUT bash bench/gpu_session.sh [STAGE ...]     (default: every stage)
+#
+# Stages: tests (the CUDA-relevant tests), validate (fastseg validate), edt (fastseg bench --edt),
+# bench (fastseg bench, the default GPU cases), kernels (fastseg kernels: registers and spills).
+# One device command may run 600 s and a released machine loses its Triton cache, so a session
+# runs "tests validate edt" in one call and "bench" in a second; every stage has its own time
+# limit (STAGE_LIMIT_S, default 280 s) and a failing stage does not stop the others.
 #
 # The GPU image has torch, triton, pytest, hypothesis, scipy and matplotlib; MONAI and kornia
 # (peer contenders of the benchmark) travel as wheels in .whl/ when carried (bench/README.md).
@@ -9,6 +15,9 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-bench/results/gpu}
+LIMIT=${STAGE_LIMIT_S:-280}
+STAGES=("$@")
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(tests validate edt bench)
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -16,10 +25,27 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
 { nvidia-smi; python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())"; } > "$OUT/environment.txt" 2>&1
-python3 -m pytest -q -x -p no:cacheprovider \
-    tests/test_kernels.py tests/test_functional_triton.py tests/test_functional_distance.py \
-    tests/test_edt_triton.py tests/test_edt.py tests/test_functional.py tests/test_compile.py \
-    2>&1 | tee "$OUT/cuda-tests.txt"
-python3 -m fastseg validate --json "$OUT/validate.json" 2>&1 | tail -3 | tee "$OUT/validate.txt"
-python3 -m fastseg bench --edt --json "$OUT/edt.json" 2>&1 | tee "$OUT/edt.txt"
-python3 -m fastseg bench --no-progress --json "$OUT/gpu.json" --markdown "$OUT/gpu.md" --plot "$OUT/gpu.png" 2>&1 | tee "$OUT/bench.txt"
+
+run_stage() {  # name, command...: time-limited, output kept in $OUT/<name>.txt, status in $OUT/status.txt
+    local name=$1
+    shift
+    local start=$SECONDS
+    timeout "$LIMIT" "$@" > "$OUT/$name.txt" 2>&1
+    local rc=$?
+    echo "$name rc=$rc seconds=$((SECONDS - start))" | tee -a "$OUT/status.txt"
+    tail -n 4 "$OUT/$name.txt"
+}
+
+for stage in "${STAGES[@]}"; do
+    case $stage in
+        tests) run_stage cuda-tests python3 -m pytest -q -p no:cacheprovider \
+                   tests/test_kernels.py tests/test_functional_triton.py tests/test_functional_distance.py \
+                   tests/test_edt_triton.py tests/test_edt.py tests/test_functional.py tests/test_compile.py ;;
+        validate) run_stage validate python3 -m fastseg validate --json "$OUT/validate.json" ;;
+        edt) run_stage edt python3 -m fastseg bench --edt --json "$OUT/edt.json" ;;
+        bench) run_stage bench python3 -m fastseg bench --no-progress --json "$OUT/gpu.json" \
+                   --markdown "$OUT/gpu.md" --plot "$OUT/gpu.png" ;;
+        kernels) run_stage kernels python3 -m fastseg kernels --arch 90 --jobs 16 ;;
+        *) echo "unknown stage: $stage (tests validate edt bench kernels)" >&2; exit 2 ;;
+    esac
+done
