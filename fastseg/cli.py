@@ -154,7 +154,7 @@ def _bench_edt(args, device: str, repeat: int, warmup: int) -> int:
         return 2
     print(f"EDT of {report['shape']} crack masks on {report['device']} (equal to SciPy: {report['equal']})")
     for name, r in report["results"].items():
-        print(f"  {name:8s} {1000 * r['median_s']:9.1f} ms per call  {r['ms_per_1024_image']:8.2f} ms per 1024x1024 image")
+        print(f"  {name:10s} {1000 * r['median_s']:9.1f} ms per call  {r['ms_per_1024_image']:8.2f} ms per 1024x1024 image")
     print(f"  speedup vs SciPy: {report['speedup_vs_scipy']:.2f}x")
     if args.json:
         with open(args.json, "w") as fh:

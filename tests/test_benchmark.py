@@ -179,3 +179,18 @@ def test_progress_bar_writes_to_its_stream():
     quiet = fb.ProgressBar(2, enabled=False, stream=silent)
     quiet.update()
     assert silent.getvalue() == "" and math.isfinite(quiet.done)
+
+
+def test_edt_benchmark_reports_every_contender_and_checks_against_scipy(monkeypatch):
+    report = fb.edt_benchmark("cpu", batch=2, size=(24, 40), repeat=1, warmup=0)
+    assert report["shape"] == "2x1x24x40" and report["equal"] is True
+    assert set(report["results"]) == {"fastseg", "fastseg_sq", "scipy"}
+    for r in report["results"].values():
+        assert r["median_s"] > 0
+        assert math.isclose(r["ms_per_1024_image"], 1000 * r["median_s"] / (2 * 24 * 40 / 2**20))
+
+    import fastseg.edt
+
+    real = fastseg.edt.edt
+    monkeypatch.setattr(fastseg.edt, "edt", lambda mask, **kw: real(mask, **kw) + (mask[..., :1, :1] * 0 + 1))
+    assert fb.edt_benchmark("cpu", batch=2, size=(24, 40), repeat=1, warmup=0)["equal"] is False
