@@ -85,6 +85,12 @@ def _edt_sweep_kernel(mask_ptr, out_ptr, n_lines, n, spacing, BLOCK_LINES: tl.co
 
 
 @triton.jit
+def _f_at(f_ptr, base, vertex, stride, mask):
+    """``f`` at index ``vertex`` of each lane's line (a gather; only where the envelope changes)."""
+    return tl.load(f_ptr + base + vertex * stride, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _edt_envelope_kernel(
     f_ptr,
     out_ptr,
@@ -106,7 +112,8 @@ def _edt_envelope_kernel(
     lines = pid * BLOCK_LINES + tl.arange(0, BLOCK_LINES).to(tl.int64)
     active = lines < n_lines
     lines = tl.where(active, lines, 0)
-    base = (lines // inner) * (n * inner) + lines % inner
+    stride = tl.zeros([BLOCK_LINES], tl.int64) + inner  # 64-bit offsets: images may exceed 2**31 pixels
+    base = (lines // stride) * (n * stride) + lines % stride
     scratch = lines * n
 
     # Build the envelope; (top_pos, top_f, top_z) mirror entry k, the newest parabola.
@@ -118,7 +125,7 @@ def _edt_envelope_kernel(
     for q in range(0, n):
         fq = f_next
         q_next = tl.full([BLOCK_LINES], q + 1, tl.int32)
-        f_next = tl.load(f_ptr + base + q_next * inner, mask=active & (q_next < n), other=BIG).to(tl.float32)
+        f_next = tl.load(f_ptr + base + q_next * stride, mask=active & (q_next < n), other=BIG).to(tl.float32)
         has_q = active & (fq < BIG)
         pos_q = q * spacing
         h_q = fq + pos_q * pos_q
@@ -130,7 +137,7 @@ def _edt_envelope_kernel(
             reload = pop & (k >= 0)
             vk = tl.load(v_ptr + scratch + k, mask=reload, other=0)
             top_pos = tl.where(reload, vk.to(tl.float32) * spacing, top_pos)
-            top_f = tl.where(reload, tl.load(f_ptr + base + vk.to(tl.int64) * inner, mask=reload, other=0.0).to(tl.float32), top_f)
+            top_f = tl.where(reload, _f_at(f_ptr, base, vk, stride, reload), top_f)
             top_z = tl.where(reload, tl.load(z_ptr + scratch + k, mask=reload, other=-BIG), top_z)
             s = tl.where(reload, (h_q - (top_f + top_pos * top_pos)) / tl.where(reload, 2.0 * (pos_q - top_pos), 1.0), s)
             pop = reload & (s <= top_z)
@@ -148,7 +155,7 @@ def _edt_envelope_kernel(
     k = tl.zeros([BLOCK_LINES], tl.int32)
     vk = tl.load(v_ptr + scratch, mask=found, other=0)
     cur_pos = vk.to(tl.float32) * spacing
-    cur_f = tl.load(f_ptr + base + vk.to(tl.int64) * inner, mask=found, other=0.0).to(tl.float32)
+    cur_f = _f_at(f_ptr, base, vk, stride, found)
     z_next = tl.load(z_ptr + scratch + 1, mask=found & (k_last >= 1), other=BIG)
     for q in range(0, n):
         pos_q = q * spacing
@@ -157,16 +164,17 @@ def _edt_envelope_kernel(
             k = tl.where(advance, k + 1, k)
             vk = tl.load(v_ptr + scratch + k, mask=advance, other=0)
             cur_pos = tl.where(advance, vk.to(tl.float32) * spacing, cur_pos)
-            cur_f = tl.where(advance, tl.load(f_ptr + base + vk.to(tl.int64) * inner, mask=advance, other=0.0).to(tl.float32), cur_f)
+            cur_f = tl.where(advance, _f_at(f_ptr, base, vk, stride, advance), cur_f)
             z_next = tl.where(advance, tl.load(z_ptr + scratch + k + 1, mask=advance & (k < k_last), other=BIG), z_next)
             advance = advance & (z_next < pos_q)
         dx = pos_q - cur_pos
-        tl.store(out_ptr + base + q * inner, tl.where(found, dx * dx + cur_f, BIG), mask=active)
+        tl.store(out_ptr + base + q * stride, tl.where(found, dx * dx + cur_f, BIG), mask=active)
 
 
 SWEEP_WARPS = 4
 SWEEP_TILE = 1024
-"""Elements of a sweep tile: 8 per thread at :data:`SWEEP_WARPS` warps (no spills on sm_80/sm_90: ``fastseg kernels --only edt``)."""
+"""Elements of a sweep tile: 8 per thread at :data:`SWEEP_WARPS` warps (no spills on sm_80/sm_90:
+``fastseg kernels --only edt``)."""
 
 
 def sweep_blocks(n: int) -> tuple[int, int]:
@@ -201,7 +209,8 @@ def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tenso
     n = spatial[-1]
     block_lines, block_n = sweep_blocks(n)
     grid = (triton.cdiv(total // n, block_lines),)
-    _edt_sweep_kernel[grid](mask, current, total // n, n, float(spacing[-1]), BLOCK_LINES=block_lines, BLOCK_N=block_n, num_warps=SWEEP_WARPS)
+    _edt_sweep_kernel[grid](mask, current, total // n, n, float(spacing[-1]),
+                            BLOCK_LINES=block_lines, BLOCK_N=block_n, num_warps=SWEEP_WARPS)
 
     other = torch.empty_like(current)
     scratch_v = scratch_z = None
@@ -215,6 +224,7 @@ def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tenso
             scratch_v = torch.empty(total, dtype=torch.int32, device=mask.device)
             scratch_z = torch.empty(total, dtype=torch.float32, device=mask.device)
         grid = (triton.cdiv(n_lines, ENVELOPE_LINES),)
-        _edt_envelope_kernel[grid](current, other, scratch_v, scratch_z, n_lines, n, inner, float(spacing[axis]), BLOCK_LINES=ENVELOPE_LINES, num_warps=1)
+        _edt_envelope_kernel[grid](current, other, scratch_v, scratch_z, n_lines, n, inner, float(spacing[axis]),
+                                   BLOCK_LINES=ENVELOPE_LINES, num_warps=1)
         current, other = other, current
     return torch.where(current >= BIG.value, torch.full((), float("inf"), device=mask.device), current)

@@ -33,6 +33,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_functional import PARAMS
+
+import fastseg.functional as FS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -43,23 +46,8 @@ LOSSES = {
     "unified_focal": dict(),
     "hybrid_focal_margin": dict(m=0.5),
 }
-#: Every pointwise loss (FS.POINTWISE), with non-default parameters where that exercises more.
-POINTWISE = {
-    "bce": dict(),
-    "weighted_bce": dict(lam=0.3),
-    "balanced_bce": dict(),
-    "adaptive_wce": dict(q="power", beta=0.5, gamma=0.7),
-    "focal": dict(gamma=1.5, lam=0.25),
-    "asymmetric_focal": dict(gamma=0.7, delta=0.6),
-    "asymmetric_margin": dict(m=1.0),
-    "asymmetric_focal_margin": dict(gamma=1.3, m=1.5),
-    "focal_margin": dict(gamma=0.5, m=1.0),
-    "el_ce": dict(lam=0.6, gamma_ce=0.4),
-    "dibe_dis": dict(lam=0.6, gamma=1.5, alpha=0.2, beta=0.5),
-    "hausdorff_dt": dict(),
-    "distance_map_ce": dict(),
-    "shape_aware": dict(),
-}
+#: Every pointwise loss, with the non-default parameters of the single-process tests.
+POINTWISE = {name: PARAMS.get(name, {}) for name in FS.POINTWISE}
 POINTWISE_SUM = ("bce", "adaptive_wce")
 POINTWISE_NONE = ("bce", "balanced_bce", "adaptive_wce")  # the last two: global class fractions per pixel
 TIMEOUT_S = 90
@@ -92,7 +80,6 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
                             timeout=timedelta(seconds=60))
     import fastseg.distributed as FD
-    import fastseg.functional as FS
     import fastseg.losses as FL
 
     z, t, ignore = make_batch()
@@ -235,12 +222,6 @@ def test_shards_hold_unequal_valid_pixel_counts():
 # --------------------------------------------------------------------------------------------
 
 
-def test_every_pointwise_loss_is_covered():
-    import fastseg.functional as FS
-
-    assert set(POINTWISE) == set(FS.POINTWISE)
-
-
 @pytest.mark.parametrize("name", list(POINTWISE))
 def test_pointwise_global_mean_equals_single_process(ranks, name):
     """The mean over the valid pixels of every rank (a per-rank mean would weight the ranks'
@@ -345,7 +326,6 @@ def _requires_no_process_group():
 @pytest.mark.parametrize("name", ["dice", "unified_focal"])
 def test_without_process_group_falls_back_to_batch_with_a_warning(name):
     _requires_no_process_group()
-    import fastseg.functional as FS
     import fastseg.reference as R
 
     z, t, ignore = make_batch()
@@ -363,7 +343,6 @@ def test_without_process_group_falls_back_to_batch_with_a_warning(name):
 @pytest.mark.parametrize(("name", "reduction"), [("bce", "mean"), ("balanced_bce", "mean"), ("adaptive_wce", "none")])
 def test_pointwise_without_process_group_falls_back_to_batch_with_a_warning(name, reduction):
     _requires_no_process_group()
-    import fastseg.functional as FS
 
     z, t, ignore = make_batch()
     x = z.clone().requires_grad_()
@@ -378,7 +357,6 @@ def test_pointwise_without_process_group_falls_back_to_batch_with_a_warning(name
 @pytest.mark.parametrize("name", ["bce", "balanced_bce", "focal", "hausdorff_dt"])
 def test_pointwise_batch_scope_is_the_reference(name):
     """``scope="batch"`` (the default) is the reference's mean over the batch's valid pixels."""
-    import fastseg.functional as FS
 
     z, t, ignore = make_batch()
     expected_loss, expected_grad = reference(name, z, **POINTWISE[name])
@@ -391,7 +369,6 @@ def test_pointwise_batch_scope_is_the_reference(name):
 
 @pytest.mark.parametrize("name", ["bce", "adaptive_wce", "shape_aware"])
 def test_pointwise_scope_errors(name):
-    import fastseg.functional as FS
 
     z, t, _ = make_batch()
     fn = getattr(FS, name)
@@ -404,7 +381,6 @@ def test_pointwise_scope_errors(name):
 
 def test_without_process_group_compiled_fullgraph():
     _requires_no_process_group()
-    import fastseg.functional as FS
 
     z, t, ignore = make_batch()
     step = torch.compile(lambda x: FS.tversky(x, t, ignore=ignore, scope="global"), backend="aot_eager", fullgraph=True)
@@ -418,7 +394,6 @@ def test_without_process_group_compiled_fullgraph():
 def test_no_warning_unless_global_was_asked():
     _requires_no_process_group()
     import fastseg.distributed as FD
-    import fastseg.functional as FS
     import fastseg.losses as FL
 
     z, t, _ = make_batch()
