@@ -97,7 +97,7 @@ def compare(
     err = (out.detach().double() - ref.detach().double()).abs().max()
     assert err <= rtol * scale + 1e-300, f"{name}: value {out} vs reference {ref} (max err {err:.3e})"
     if grad_out is None:
-        grad_out = torch.rand(ref.shape, dtype=ref_dtype, generator=torch.Generator().manual_seed(1)) + 0.5
+        grad_out = (torch.rand(ref.shape, dtype=ref_dtype, generator=torch.Generator().manual_seed(1)) + 0.5).to(ref.device)
     (ref * grad_out).sum().backward()
     (out * grad_out.to(out.dtype)).sum().backward()
     assert zf.grad.dtype == zf.dtype

@@ -20,7 +20,8 @@ written again here so the reference stays an independent oracle:
 - shape-aware: ``w (1 + E)``, E the mean distance of predicted boundary pixels to the target's.
 
 No map carries a gradient. A precomputed target map (``distance=``) is checked for shape, dtype
-and device (its values too, unless under ``torch.compile``) and replaces the EDT of the target.
+and device (its values too, unless under ``torch.compile`` or a CUDA graph capture) and replaces
+the EDT of the target.
 """
 
 from __future__ import annotations
@@ -63,8 +64,17 @@ def predicted_mask(checked: CheckedInputs, from_logits: bool) -> Tensor:
     return _and_valid(pred, checked)
 
 
+def _capturing_cuda_graph(x: Tensor) -> bool:
+    """Reading data back to the host (the value check) is forbidden while a CUDA graph is captured."""
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def user_distance(distance, checked: CheckedInputs, dtype: torch.dtype) -> Tensor | None:
-    """A precomputed target map in the input's shape and ``dtype``, detached; ``None`` passes."""
+    """A precomputed target map in the input's shape and ``dtype``, detached; ``None`` passes.
+
+    Its values are checked (finite, non-negative) except under ``torch.compile`` and during a
+    CUDA graph capture, where the check would read data back to the host.
+    """
     if distance is None:
         return None
     if not isinstance(distance, Tensor):
@@ -74,7 +84,7 @@ def user_distance(distance, checked: CheckedInputs, dtype: torch.dtype) -> Tenso
     if distance.device != checked.input.device:
         raise ValueError(f"distance is on {distance.device} but input is on {checked.input.device}")
     distance = _as_input_shape(distance, checked.input, "distance")
-    if not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and not _capturing_cuda_graph(distance):
         if not bool(torch.isfinite(distance).all()) or bool((distance < 0).any()):
             raise ValueError("distance must be finite and non-negative")
     return distance.detach().to(dtype)
