@@ -17,7 +17,6 @@ Conventions fixed here (see README "Conventions"):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from numbers import Real
 
@@ -57,7 +56,7 @@ def check_number(
         else:
             raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
     value = float(value)
-    if not math.isfinite(value):
+    if not (value - value == 0):  # finite (inf - inf and NaN - NaN are NaN); traceable on SymFloats
         raise ValueError(f"{name} must be finite; got {value}")
     if low is not None and (value < low or (low_open and value == low)):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}; got {value}")

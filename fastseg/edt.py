@@ -153,7 +153,8 @@ def _edt_native(fg: Tensor, mode: str, squared: bool, dtype: torch.dtype) -> Ten
 def _edt_triton(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype: torch.dtype) -> Tensor:
     """Triton backend: ``fastseg.kernels.edt.edt_squared``, one launch per axis for the batch.
 
-    The kernel works in float32, exact for squared distances below ``2**24`` (4096 pixels).
+    The envelope works in float64; the float32 result is exact for squared distances below
+    ``2**24`` (distances below 4096 pixels).
     The square root is taken in float64 and rounded once to ``dtype``, as SciPy's result is.
     No host synchronisation.
     """
@@ -220,24 +221,46 @@ def edt(
     mask = _check_mask(mask)
     check_choice("to", to, TARGETS)
     check_choice("backend", backend, BACKENDS)
-    if not isinstance(squared, bool):
-        raise TypeError(f"squared must be a bool; got {type(squared).__name__}")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
+    _check_squared_and_dtype(squared, dtype)
     spatial = tuple(mask.shape[2:])
     spacing = _check_spacing(spacing, len(spatial))
     if mask.numel() == 0:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *spatial)
+    return _distance_map_op(fg, to, list(spacing), squared, dtype, backend).reshape(mask.shape)
 
+
+def _check_squared_and_dtype(squared, dtype) -> None:
+    if not isinstance(squared, bool):
+        raise TypeError(f"squared must be a bool; got {type(squared).__name__}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
+
+
+@torch.library.custom_op("fastseg::distance_map", mutates_args=())
+def _distance_map_op(fg: Tensor, mode: str, spacing: list[float], squared: bool, dtype: torch.dtype,
+                     backend: str) -> Tensor:
+    """:func:`edt` (``mode`` ``"foreground"``/``"background"``) or :func:`boundary_field`
+    (``"field"``) of ``fg`` (bool ``[N, *spatial]``), arguments already checked.
+
+    A ``torch.library`` op: under ``torch.compile`` the transform is one opaque node (its fake
+    implementation gives the shape and dtype), so a loss that computes distance maps compiles
+    with ``fullgraph=True`` although the maps come from SciPy, ctypes or Triton launches."""
     with torch.no_grad():
-        fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *spatial)
-        out = _native_or_none(fg, to, spacing, squared, dtype, backend)
+        if mode == "field":
+            return _boundary_field(fg, tuple(spacing), squared, dtype)
+        out = _native_or_none(fg, mode, spacing, squared, dtype, backend)
         if out is None:
-            target = fg if to == "foreground" else ~fg
+            target = fg if mode == "foreground" else ~fg
             use_triton = backend == "triton" or (backend == "auto" and target.is_cuda)
             run = _edt_triton if use_triton else _edt_cpu
-            out = run(target, spacing, squared, dtype)
-        return out.to(mask.device).reshape(mask.shape)
+            out = run(target, tuple(spacing), squared, dtype)
+        return out.to(fg.device)
+
+
+@_distance_map_op.register_fake
+def _(fg, mode, spacing, squared, dtype, backend):
+    return fg.new_empty(fg.shape, dtype=dtype)
 
 
 def _native_or_none(fg: Tensor, mode: str, spacing, squared: bool, dtype: torch.dtype, backend: str) -> Tensor | None:
@@ -290,25 +313,26 @@ def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.flo
     call (:mod:`fastseg._native_edt`) where it builds.
     """
     mask = _check_mask(mask)
-    if not isinstance(squared, bool):
-        raise TypeError(f"squared must be a bool; got {type(squared).__name__}")
-    if not mask.is_cuda and mask.numel() and all(s == 1.0 for s in _check_spacing(spacing, mask.ndim - 2)):
-        fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *mask.shape[2:])
-        with torch.no_grad():
-            out = _edt_native(fg, "field", squared, dtype)  # both transforms in one native call
-        if out is not None:
-            return out.reshape(mask.shape)
-    fg = mask != 0
-    if squared:
-        inside = edt(fg, to="background", spacing=spacing, dtype=torch.float64, squared=True)
-        outside = edt(fg, to="foreground", spacing=spacing, dtype=torch.float64, squared=True)
-        field = (inside + outside).to(dtype)
-        spatial = tuple(range(2, fg.ndim))
-        two_classes = fg.any(dim=spatial, keepdim=True) & (~fg).any(dim=spatial, keepdim=True)
-        return torch.where(two_classes, field, torch.zeros((), dtype=dtype, device=field.device))
-    inside = edt(fg, to="background", spacing=spacing, dtype=dtype)
-    outside = edt(fg, to="foreground", spacing=spacing, dtype=dtype)
-    field = inside + outside
-    spatial = tuple(range(2, fg.ndim))
+    _check_squared_and_dtype(squared, dtype)
+    spacing = _check_spacing(spacing, mask.ndim - 2)
+    if mask.numel() == 0:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *mask.shape[2:])
+    return _distance_map_op(fg, "field", list(spacing), squared, dtype, "auto").reshape(mask.shape)
+
+
+def _boundary_field(fg: Tensor, spacing: tuple[float, ...], squared: bool, dtype: torch.dtype) -> Tensor:
+    """:func:`boundary_field` of ``fg`` (bool ``[N, *spatial]``): one native call for CPU tensors
+    with unit spacing where it builds, else the two transforms added (in float64 when squared)."""
+    out = _native_or_none(fg, "field", spacing, squared, dtype, "auto")
+    if out is not None:
+        return out
+    both = []
+    for to in ("background", "foreground"):
+        target = fg if to == "foreground" else ~fg
+        run = _edt_triton if target.is_cuda else _edt_cpu
+        both.append(run(target, spacing, squared, torch.float64 if squared else dtype))
+    field = (both[0] + both[1]).to(dtype)
+    spatial = tuple(range(1, fg.ndim))
     two_classes = fg.any(dim=spatial, keepdim=True) & (~fg).any(dim=spatial, keepdim=True)
     return torch.where(two_classes, field, torch.zeros((), dtype=dtype, device=field.device))

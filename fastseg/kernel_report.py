@@ -201,7 +201,7 @@ def _signature_and_constexprs(v: Variant):
 
         fn = edt_kernels._edt_envelope_kernel
         ce = {"BLOCK_LINES": v.k}
-        ptrs = {"f_ptr": "*fp32", "out_ptr": "*fp32", "v_ptr": "*i32", "z_ptr": "*fp32", "spacing": "fp32"}
+        ptrs = {"f_ptr": "*fp32", "out_ptr": "*fp32", "v_ptr": "*i32", "z_ptr": "*fp64", "spacing": "fp32"}
         warps = max(1, v.k // 32)
     elif v.kernel == "edt_sweep":
         from fastseg.kernels import edt as edt_kernels

@@ -20,7 +20,8 @@ for the memory system:
    only when it moves to the next parabola; vertices and boundaries are also written to a scratch
    buffer of ``lines x n`` for the pops and the read-back.
 
-Exact in floating point for integer squared distances below ``2**24``.
+The envelope works in float64 (as the native CPU one does), so it is the exact envelope; results
+are float32, exact for integer squared distances below ``2**24``.
 """
 
 from __future__ import annotations
@@ -85,9 +86,17 @@ def _edt_sweep_kernel(mask_ptr, out_ptr, n_lines, n, spacing, BLOCK_LINES: tl.co
 
 
 @triton.jit
+def _intersection(f_q, pos_q, f_v, pos_v):
+    """Position where the parabolas rooted at ``q`` and ``v`` meet (all float64):
+    ``((f_q - f_v) + (pos_q - pos_v) (pos_q + pos_v)) / (2 (pos_q - pos_v))``."""
+    d = pos_q - pos_v
+    return ((f_q - f_v) + d * (pos_q + pos_v)) / (2.0 * d)
+
+
+@triton.jit
 def _f_at(f_ptr, base, vertex, stride, mask):
     """``f`` at index ``vertex`` of each lane's line (a gather; only where the envelope changes)."""
-    return tl.load(f_ptr + base + vertex * stride, mask=mask, other=0.0).to(tl.float32)
+    return tl.load(f_ptr + base + vertex * stride, mask=mask, other=0.0).to(tl.float64)
 
 
 @triton.jit
@@ -107,39 +116,45 @@ def _edt_envelope_kernel(
     Line ``l`` of a contiguous ``[outer, n, inner]`` view starts at
     ``(l // inner) * n * inner + l % inner`` and steps by ``inner``. Parabola ``k`` of a line's
     envelope has vertex ``v[k]`` (height ``f(v[k])``) and covers positions from ``z[k]`` on.
+
+    Positions, heights and boundaries are float64, as in the native CPU envelope: with unit
+    spacing every height is an integer and every boundary a rational with a denominator below
+    ``2 n``, which float64 keeps apart, so the envelope is the exact one; the squared distance is
+    rounded once, to the float32 output (exact below ``2**24``).
     """
     pid = tl.program_id(0).to(tl.int64)
     lines = pid * BLOCK_LINES + tl.arange(0, BLOCK_LINES).to(tl.int64)
     active = lines < n_lines
     lines = tl.where(active, lines, 0)
     stride = tl.zeros([BLOCK_LINES], tl.int64) + inner  # 64-bit offsets: images may exceed 2**31 pixels
+    step = tl.zeros([BLOCK_LINES], tl.float64) + spacing
     base = (lines // stride) * (n * stride) + lines % stride
     scratch = lines * n
 
     # Build the envelope; (top_pos, top_f, top_z) mirror entry k, the newest parabola.
     k = tl.full([BLOCK_LINES], -1, tl.int32)
-    top_pos = tl.zeros([BLOCK_LINES], tl.float32)
-    top_f = tl.zeros([BLOCK_LINES], tl.float32)
-    top_z = tl.full([BLOCK_LINES], -BIG, tl.float32)
-    f_next = tl.load(f_ptr + base, mask=active, other=BIG).to(tl.float32)
+    top_pos = tl.zeros([BLOCK_LINES], tl.float64)
+    top_f = tl.zeros([BLOCK_LINES], tl.float64)
+    top_z = tl.full([BLOCK_LINES], -BIG, tl.float64)
+    f_next = tl.load(f_ptr + base, mask=active, other=BIG)
     for q in range(0, n):
-        fq = f_next
+        f_here = f_next
         q_next = tl.full([BLOCK_LINES], q + 1, tl.int32)
-        f_next = tl.load(f_ptr + base + q_next * stride, mask=active & (q_next < n), other=BIG).to(tl.float32)
-        has_q = active & (fq < BIG)
-        pos_q = q * spacing
-        h_q = fq + pos_q * pos_q
+        f_next = tl.load(f_ptr + base + q_next * stride, mask=active & (q_next < n), other=BIG)
+        has_q = active & (f_here < BIG)
+        fq = f_here.to(tl.float64)
+        pos_q = q * step
         need = has_q & (k >= 0)
-        s = (h_q - (top_f + top_pos * top_pos)) / tl.where(need, 2.0 * (pos_q - top_pos), 1.0)
+        s = _intersection(fq, pos_q, top_f, tl.where(need, top_pos, pos_q - 1.0))
         pop = need & (s <= top_z)
         while tl.max(pop.to(tl.int32), axis=0) > 0:
             k = tl.where(pop, k - 1, k)
             reload = pop & (k >= 0)
             vk = tl.load(v_ptr + scratch + k, mask=reload, other=0)
-            top_pos = tl.where(reload, vk.to(tl.float32) * spacing, top_pos)
+            top_pos = tl.where(reload, vk * step, top_pos)
             top_f = tl.where(reload, _f_at(f_ptr, base, vk, stride, reload), top_f)
             top_z = tl.where(reload, tl.load(z_ptr + scratch + k, mask=reload, other=-BIG), top_z)
-            s = tl.where(reload, (h_q - (top_f + top_pos * top_pos)) / tl.where(reload, 2.0 * (pos_q - top_pos), 1.0), s)
+            s = tl.where(reload, _intersection(fq, pos_q, top_f, tl.where(reload, top_pos, pos_q - 1.0)), s)
             pop = reload & (s <= top_z)
         k = tl.where(has_q, k + 1, k)
         boundary = tl.where(k == 0, -BIG, s)
@@ -154,21 +169,21 @@ def _edt_envelope_kernel(
     found = active & (k_last >= 0)
     k = tl.zeros([BLOCK_LINES], tl.int32)
     vk = tl.load(v_ptr + scratch, mask=found, other=0)
-    cur_pos = vk.to(tl.float32) * spacing
+    cur_pos = vk * step
     cur_f = _f_at(f_ptr, base, vk, stride, found)
     z_next = tl.load(z_ptr + scratch + 1, mask=found & (k_last >= 1), other=BIG)
     for q in range(0, n):
-        pos_q = q * spacing
+        pos_q = q * step
         advance = z_next < pos_q
         while tl.max(advance.to(tl.int32), axis=0) > 0:
             k = tl.where(advance, k + 1, k)
             vk = tl.load(v_ptr + scratch + k, mask=advance, other=0)
-            cur_pos = tl.where(advance, vk.to(tl.float32) * spacing, cur_pos)
+            cur_pos = tl.where(advance, vk * step, cur_pos)
             cur_f = tl.where(advance, _f_at(f_ptr, base, vk, stride, advance), cur_f)
             z_next = tl.where(advance, tl.load(z_ptr + scratch + k + 1, mask=advance & (k < k_last), other=BIG), z_next)
             advance = advance & (z_next < pos_q)
         dx = pos_q - cur_pos
-        tl.store(out_ptr + base + q * stride, tl.where(found, dx * dx + cur_f, BIG), mask=active)
+        tl.store(out_ptr + base + q * stride, tl.where(found, dx * dx + cur_f, BIG).to(tl.float32), mask=active)
 
 
 SWEEP_WARPS = 4
@@ -222,7 +237,7 @@ def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tenso
         n_lines = total // n
         if scratch_v is None:  # every axis has n_lines * n == total entries: one pair of buffers
             scratch_v = torch.empty(total, dtype=torch.int32, device=mask.device)
-            scratch_z = torch.empty(total, dtype=torch.float32, device=mask.device)
+            scratch_z = torch.empty(total, dtype=torch.float64, device=mask.device)
         grid = (triton.cdiv(n_lines, ENVELOPE_LINES),)
         _edt_envelope_kernel[grid](current, other, scratch_v, scratch_z, n_lines, n, inner, float(spacing[axis]),
                                    BLOCK_LINES=ENVELOPE_LINES, num_warps=1)

@@ -41,8 +41,13 @@ def grads(model, step, x, t):
         lambda z, t: FS.focal(z, t, backend="torch", reduction="none").mean(),
         lambda z, t: FS.dice(z, t, backend="torch", ignore=t),
         HybridFocalMarginLoss(backend="torch"),
+        lambda z, t: FS.distance_loss(z, t, backend="torch"),
+        lambda z, t: FS.hausdorff_dt(z, t, backend="torch"),
+        lambda z, t: FS.distance_map_ce(z, t, backend="torch"),
+        lambda z, t: FS.shape_aware(z, t, backend="torch"),
     ],
-    ids=["hybrid_focal_margin", "unified_focal_batch", "focal_none", "dice_ignore", "module"],
+    ids=["hybrid_focal_margin", "unified_focal_batch", "focal_none", "dice_ignore", "module", "distance_loss",
+         "hausdorff_dt", "distance_map_ce", "shape_aware"],
 )
 def test_no_graph_break_and_eager_equal(loss):
     model = tiny_model()
@@ -91,3 +96,28 @@ def test_fake_shapes():
     coeffs = torch.randn(6, 6, dtype=torch.float64)
     gargs = (z.detach(), t, coeffs, None, None, None, [0, 1, 2, 5, 6, 7], [0.0, 0.5, 2.0, 1.0, 0.0, 0.0, 0.0], "torch")
     torch.library.opcheck(fused_grad, gargs, test_utils=("test_schema", "test_faketensor"))
+
+
+def test_a_changing_float_hyperparameter_compiles_and_follows_the_reference():
+    """A margin schedule (or the OII alpha search) passes a new float each call: Dynamo makes it a
+    symbolic float after the first change, and the argument checks must still trace."""
+    import fastseg.reference as R
+
+    z, t = inputs()
+    z = z[:, :1]
+    compiled = torch.compile(lambda z, t, m: FS.hybrid_focal_margin(z, t, m=m, backend="torch"), backend="aot_eager",
+                             fullgraph=True)
+    for m in (0.5, 0.9, 1.3):
+        torch.testing.assert_close(compiled(z, t, m), R.hybrid_focal_margin(z, t, m=m))
+    # the check still runs (fullgraph=True turns the ValueError into Dynamo's Unsupported, same message)
+    with pytest.raises((ValueError, torch._dynamo.exc.Unsupported), match="m must be >= 0.0; got -1.0"):
+        compiled(z, t, -1.0)
+
+
+def test_distance_map_op_fake_and_schema():
+    from fastseg.edt import _distance_map_op
+
+    fg = torch.rand(3, 9, 7) < 0.2
+    for mode in ("foreground", "background", "field"):
+        args = (fg, mode, [1.0, 1.0], False, torch.float32, "auto")
+        torch.library.opcheck(_distance_map_op, args, test_utils=("test_schema", "test_faketensor"))

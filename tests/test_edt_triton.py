@@ -1,15 +1,20 @@
 """The Triton EDT kernel (interpreter on CPU, real kernel on CUDA) against SciPy, exactly."""
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
+import triton
+import triton.language as tl
 from conftest import TRITON_DEVICE, requires_cuda, requires_interpreter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fastseg.kernels.edt import edt_squared
+from fastseg.kernels.edt import _intersection, edt_squared
 
 DEVICES = [pytest.param("cpu", marks=requires_interpreter), pytest.param("cuda", marks=requires_cuda)]
 
@@ -112,6 +117,45 @@ def test_spacing_length_is_checked():
 def test_cuda_large_batch_equals_scipy():
     masks = _masks((4, 256, 320), 0.01, seed=7)
     assert_matches_scipy(masks, (1.0, 1.0), "cuda")
+
+
+@requires_cuda
+def test_cuda_4096_pixel_crack_images_equal_scipy():
+    """Squared distances near ``2**24``: float32 heights ``f + q^2`` would round (they did)."""
+    from fastseg.data import synthetic_cracks
+
+    _, t = synthetic_cracks(2, 4096, 4096, density=0.002, seed=5)
+    masks = t.reshape(2, 4096, 4096).bool()
+    masks[1] = False
+    masks[1, 0, 0] = True  # one corner pixel: squared distances up to 2 * 4095**2, beyond 2**24
+    got = edt_squared(masks.cuda(), (1.0, 1.0)).cpu().double().numpy()
+    want = scipy_squared_edt(masks.numpy(), (1.0, 1.0))
+    exact = want < 2**24  # float32 holds every integer below 2**24; above, one rounding
+    assert np.array_equal(got[exact], want[exact])
+    np.testing.assert_allclose(got[~exact], want[~exact], rtol=2**-24)
+
+
+@triton.jit
+def _intersection_kernel(fq_ptr, pq_ptr, fv_ptr, pv_ptr, out_ptr, BLOCK: tl.constexpr):
+    i = tl.arange(0, BLOCK)
+    s = _intersection(tl.load(fq_ptr + i), tl.load(pq_ptr + i), tl.load(fv_ptr + i), tl.load(pv_ptr + i))
+    tl.store(out_ptr + i, s)
+
+
+def test_parabola_intersections_are_correctly_rounded_at_4096_pixels():
+    """The envelope's boundaries on long lines with large heights, against exact rationals."""
+    gen = np.random.default_rng(4)
+    n = 64
+    q = gen.integers(3000, 4096, n)
+    v = q - gen.integers(1, 3000, n)
+    fq = gen.integers(0, 4095**2, n)
+    fv = gen.integers(0, 4095**2, n)
+    args = [torch.tensor(a, dtype=torch.float64, device=TRITON_DEVICE) for a in (fq, q, fv, v)]
+    out = torch.empty(n, dtype=torch.float64, device=TRITON_DEVICE)
+    _intersection_kernel[(1,)](*args, out, BLOCK=n)
+    for got, a, b, c, d in zip(out.cpu().tolist(), fq, q, fv, v):
+        exact = Fraction(int(a - c) + int(b * b - d * d), 2 * int(b - d))
+        assert abs(Fraction(got) - exact) <= Fraction(math.ulp(float(exact))) / 2, (got, exact)
 
 
 @pytest.mark.parametrize("device", DEVICES)
