@@ -65,6 +65,12 @@ def check_number(
     return value
 
 
+def capturing_cuda_graph(x) -> bool:
+    """Whether ``x`` is a CUDA tensor of a stream being captured into a CUDA graph: value checks
+    read data back to the host, which a capture forbids, so they are skipped then."""
+    return isinstance(x, Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
 def check_probability(name: str, value, *, open_low: bool = False, open_high: bool = False) -> float:
     """A number in [0, 1] (bounds optionally exclusive)."""
     return check_number(name, value, low=0.0, high=1.0, low_open=open_low, high_open=open_high)

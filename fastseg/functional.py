@@ -41,6 +41,7 @@ from torch import Tensor
 
 from ._checks import (
     REDUCTIONS,
+    capturing_cuda_graph,
     check_choice,
     check_loss_inputs,
     check_number,
@@ -110,11 +111,6 @@ def _logits(x: Tensor) -> Tensor:
     return log_p - log_q
 
 
-def _capturing_cuda_graph(x) -> bool:
-    """The value checks read data back to the host, which a CUDA graph capture forbids: skip them then."""
-    return isinstance(x, Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()
-
-
 def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, weight, backend, deterministic,
          process_group=None, distance=None) -> Tensor:
     if not isinstance(deterministic, bool):
@@ -125,7 +121,7 @@ def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, 
         from_logits=from_logits,
         ignore=ignore,
         weight=weight,
-        check_values=not _capturing_cuda_graph(input),
+        check_values=not capturing_cuda_graph(input),
         convert_target=False,  # the backends read bool/uint8 targets as they are (1 byte a pixel)
     )
     x = checked.input

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import CheckedInputs, _as_input_shape, compute_dtype
+from .._checks import CheckedInputs, _as_input_shape, capturing_cuda_graph, compute_dtype
 from ..edt import boundary_field, edt, inner_boundary
 
 
@@ -64,11 +64,6 @@ def predicted_mask(checked: CheckedInputs, from_logits: bool) -> Tensor:
     return _and_valid(pred, checked)
 
 
-def _capturing_cuda_graph(x: Tensor) -> bool:
-    """Reading data back to the host (the value check) is forbidden while a CUDA graph is captured."""
-    return x.is_cuda and torch.cuda.is_current_stream_capturing()
-
-
 def user_distance(distance, checked: CheckedInputs, dtype: torch.dtype) -> Tensor | None:
     """A precomputed target map in the input's shape and ``dtype``, detached; ``None`` passes.
 
@@ -84,7 +79,7 @@ def user_distance(distance, checked: CheckedInputs, dtype: torch.dtype) -> Tenso
     if distance.device != checked.input.device:
         raise ValueError(f"distance is on {distance.device} but input is on {checked.input.device}")
     distance = _as_input_shape(distance, checked.input, "distance")
-    if not torch.compiler.is_compiling() and not _capturing_cuda_graph(distance):
+    if not torch.compiler.is_compiling() and not capturing_cuda_graph(distance):
         if not bool(torch.isfinite(distance).all()) or bool((distance < 0).any()):
             raise ValueError("distance must be finite and non-negative")
     return distance.detach().to(dtype)
