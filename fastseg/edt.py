@@ -251,16 +251,20 @@ def _distance_map_op(fg: Tensor, mode: str, spacing: list[float], squared: bool,
             return _boundary_field(fg, tuple(spacing), squared, dtype)
         out = _native_or_none(fg, mode, spacing, squared, dtype, backend)
         if out is None:
-            target = fg if mode == "foreground" else ~fg
-            use_triton = backend == "triton" or (backend == "auto" and target.is_cuda)
-            run = _edt_triton if use_triton else _edt_cpu
-            out = run(target, tuple(spacing), squared, dtype)
+            out = _transform(fg if mode == "foreground" else ~fg, tuple(spacing), squared, dtype, backend)
         return out.to(fg.device)
 
 
 @_distance_map_op.register_fake
 def _(fg, mode, spacing, squared, dtype, backend):
     return fg.new_empty(fg.shape, dtype=dtype)
+
+
+def _transform(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype: torch.dtype, backend: str) -> Tensor:
+    """EDT to the True pixels of ``target`` by the Triton kernels (CUDA, or ``backend="triton"``)
+    or SciPy (:func:`_edt_cpu`)."""
+    use_triton = backend == "triton" or (backend == "auto" and target.is_cuda)
+    return (_edt_triton if use_triton else _edt_cpu)(target, spacing, squared, dtype)
 
 
 def _native_or_none(fg: Tensor, mode: str, spacing, squared: bool, dtype: torch.dtype, backend: str) -> Tensor | None:
@@ -327,12 +331,9 @@ def _boundary_field(fg: Tensor, spacing: tuple[float, ...], squared: bool, dtype
     out = _native_or_none(fg, "field", spacing, squared, dtype, "auto")
     if out is not None:
         return out
-    both = []
-    for to in ("background", "foreground"):
-        target = fg if to == "foreground" else ~fg
-        run = _edt_triton if target.is_cuda else _edt_cpu
-        both.append(run(target, spacing, squared, torch.float64 if squared else dtype))
-    field = (both[0] + both[1]).to(dtype)
+    part_dtype = torch.float64 if squared else dtype
+    inside, outside = (_transform(target, spacing, squared, part_dtype, "auto") for target in (~fg, fg))
+    field = (inside + outside).to(dtype)
     spatial = tuple(range(1, fg.ndim))
     two_classes = fg.any(dim=spatial, keepdim=True) & (~fg).any(dim=spatial, keepdim=True)
     return torch.where(two_classes, field, torch.zeros((), dtype=dtype, device=field.device))
