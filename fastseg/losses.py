@@ -25,7 +25,8 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from . import functional as F
-from ._checks import check_choice
+from ._checks import check_choice, check_number
+from .engine import combine
 from .engine.function import BACKENDS
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "DistanceMapCELoss",
     "ShapeAwareLoss",
     "HybridFocalMarginDistanceLoss",
+    "CombinedLoss",
 ]
 
 _CALL_ARGS = ("input", "target", "ignore", "weight", "distance")  # distance: the distance losses' call argument
@@ -155,6 +157,18 @@ class FusedLoss(nn.Module):
             process_group=self.process_group,
             distance=distance,
         )
+
+    # arithmetic: 0.5 * FocalLoss() + DiceLoss() is a CombinedLoss ---------------------------
+    def __mul__(self, weight) -> CombinedLoss:
+        return CombinedLoss([(weight, self)])
+
+    __rmul__ = __mul__
+
+    def __add__(self, other) -> CombinedLoss:
+        return CombinedLoss([self]) + other
+
+    def __radd__(self, other) -> CombinedLoss:
+        return CombinedLoss([self]).__radd__(other)
 
     def extra_repr(self) -> str:
         parts = [f"{k}={v!r}" for k, v in self.params.items()]
@@ -300,3 +314,121 @@ class ShapeAwareLoss(FusedLoss):
 
 class HybridFocalMarginDistanceLoss(FusedLoss):
     loss_name = "hybrid_focal_margin_distance"
+
+
+# weighted sums ------------------------------------------------------------------------------
+class _Pass:
+    """One fused pass of a :class:`CombinedLoss`: the plan of its terms and the shared settings."""
+
+    def __init__(self, members: list[tuple[int, combine.Term]], loss: FusedLoss):
+        self.indices = tuple(i for i, _ in members)
+        self.plan = combine.fused_plan([term for _, term in members])
+        self.from_logits, self.backend, self.deterministic = loss.from_logits, loss.backend, loss.deterministic
+        self.scope = combine.GLOBAL if loss.scope == combine.GLOBAL else "image"  # each term re-scopes its view
+        self.process_group = loss.process_group
+
+
+class CombinedLoss(nn.Module):
+    """A weighted sum ``sum_i w_i L_i`` of fastseg losses, in as few fused passes as the terms allow.
+
+    Built from ``(weight, loss)`` pairs (a bare loss has weight 1), or by arithmetic on the loss
+    modules::
+
+        criterion = 0.5 * FocalLoss(gamma=2.0) + DiceLoss() + 0.1 * DistanceLoss()
+        criterion = CombinedLoss([(0.5, FocalLoss(gamma=2.0)), DiceLoss()])   # the same
+        criterion.passes        # ((0, 1, 2),): one forward and one backward pass for all three
+
+    The value is exactly ``sum_i w_i * L_i(input, target, ignore=ignore, weight=weight)``, each
+    term with its own parameters, scope and reduction (``"mean"`` or ``"sum"``: the terms must be
+    scalars). Terms share a pass (the union of their per-pixel quantities summed in one read of
+    ``input`` and ``target``, the gradient written once) when their settings agree
+    (``from_logits``, ``backend``, ``deterministic``, and for ``scope="global"`` the process
+    group) and their plans can share one (:mod:`fastseg.engine.combine`: equal values of the
+    per-pixel parameters both read, at most one distance loss per pass). Two focal terms with
+    different gammas, for instance, need two passes; ``passes`` says which terms share each.
+
+    Called as ``criterion(input, target, ignore=None, weight=None, distance=None)``;
+    ``distance`` (a precomputed target map, see the distance losses) is accepted when exactly one
+    term reads distance maps. The terms' settings are read at construction; ``*`` scales every
+    weight, ``+`` appends terms, and ``sum(losses)`` works.
+    """
+
+    def __init__(self, terms):
+        super().__init__()
+        weights, losses = [], []
+        for i, item in enumerate(terms):
+            weight, loss = item if isinstance(item, tuple) and len(item) == 2 else (1.0, item)
+            if isinstance(loss, CombinedLoss):
+                weight = check_number(f"weight of term {i}", weight)
+                weights += [weight * w for w in loss.weights]
+                losses += list(loss.losses)
+                continue
+            if not isinstance(loss, FusedLoss) or not hasattr(loss, "loss_name"):
+                raise TypeError(f"terms[{i}] must be a fastseg loss module (a FusedLoss such as DiceLoss()) or a "
+                                f"(weight, loss) pair; got {type(loss).__name__}")
+            if loss.reduction not in ("mean", "sum"):
+                raise ValueError(f"terms[{i}] ({type(loss).__name__}) has reduction={loss.reduction!r}; a CombinedLoss "
+                                 f"adds scalar losses, so each term's reduction must be 'mean' or 'sum'")
+            weights.append(check_number(f"weight of term {i}", weight))
+            losses.append(loss)
+        if not losses:
+            raise ValueError("terms must hold at least one loss")
+        self.weights = tuple(weights)
+        self.losses = nn.ModuleList(losses)
+        self._passes = self._plan_passes()
+
+    def _plan_passes(self) -> list[_Pass]:
+        by_settings: dict[tuple, list[tuple[int, combine.Term]]] = {}
+        for i, (w, loss) in enumerate(zip(self.weights, self.losses)):
+            is_global = loss.scope == combine.GLOBAL
+            key = (loss.from_logits, loss.backend, loss.deterministic, is_global,
+                   id(loss.process_group) if is_global else None)
+            by_settings.setdefault(key, []).append((i, combine.Term(w, loss._plan, loss.scope, loss.reduction)))
+        passes = []
+        for members in by_settings.values():
+            index = {id(term): i for i, term in members}
+            for group in combine.group_terms([term for _, term in members]):
+                first = self.losses[index[id(group[0])]]
+                passes.append(_Pass([(index[id(term)], term) for term in group], first))
+        return passes
+
+    @property
+    def passes(self) -> tuple[tuple[int, ...], ...]:
+        """The indices of the terms (in ``losses``) that each fused pass evaluates."""
+        return tuple(p.indices for p in self._passes)
+
+    def forward(self, input: Tensor, target: Tensor, ignore=None, weight: Tensor | None = None,
+                distance: Tensor | None = None) -> Tensor:
+        if distance is not None:
+            readers = [i for i, loss in enumerate(self.losses) if loss._plan.maps is not None]
+            if not readers:
+                raise TypeError("no term of this CombinedLoss reads a distance map; distance must be None")
+            if len(readers) > 1:
+                raise ValueError(f"distance is ambiguous: terms {readers} each read their own distance map; pass "
+                                 f"distance=None (each computes its map) or call those losses separately")
+        total = None
+        for p in self._passes:
+            value = F.run_plan(p.plan, input, target, from_logits=p.from_logits, scope=p.scope, reduction="mean",
+                               ignore=ignore, weight=weight, backend=p.backend, deterministic=p.deterministic,
+                               process_group=p.process_group, distance=distance if p.plan.maps is not None else None)
+            total = value if total is None else total + value
+        return total
+
+    # arithmetic ------------------------------------------------------------------------------
+    def __mul__(self, weight) -> CombinedLoss:
+        return CombinedLoss([(weight, self)])
+
+    __rmul__ = __mul__
+
+    def __add__(self, other) -> CombinedLoss:
+        if not isinstance(other, FusedLoss | CombinedLoss):
+            raise TypeError(f"a fastseg loss can be added to fastseg losses only; got {type(other).__name__}")
+        return CombinedLoss([self, other])
+
+    def __radd__(self, other) -> CombinedLoss:
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:  # sum() starts from 0
+            return self
+        return self.__add__(other)
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights}, passes={self.passes}"

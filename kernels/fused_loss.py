@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastseg.engine.spec import NUM_QUANTITIES, Quantity, TermParams
+from fastseg.engine.spec import NUM_QUANTITIES, Quantity, TermParams, only_read
 
 from ._utils import FLOAT_DTYPES, accumulation_dtype, as_kernel_operand, block_and_warps, group_strides, smallest_normal
 
@@ -497,23 +497,15 @@ def kernel_params(quantities: Sequence[int], params: TermParams) -> dict[str, fl
     """The TermParams constexprs of a kernel, with those of unused quantities reset to defaults."""
     if not isinstance(params, TermParams):
         raise TypeError(f"params must be a fastseg.engine.spec.TermParams; got {type(params).__name__}")
-    used = set(quantities)
-    default = TermParams()
-
-    def pick(name: str, needed: bool) -> float:
-        return float(getattr(params if needed else default, name))
-
-    fg = Quantity.FG_CE in used
-    el = bool(used & {Quantity.EL_FG, Quantity.EL_BG})
-    dibe = bool(used & {Quantity.DIBE_FG, Quantity.DIBE_BG})
+    kept = only_read(quantities, params)
     return {
-        "G_FG": pick("g_fg", fg),
-        "M": pick("m", fg),
-        "G_BG": pick("g_bg", Quantity.BG_CE in used),
-        "GCE": pick("gce", el),
-        "DIBE_G": pick("dibe_g", dibe),
-        "DIBE_A": pick("dibe_alpha", Quantity.DIBE_FG in used),
-        "DIBE_B": pick("dibe_beta", Quantity.DIBE_BG in used),
+        "G_FG": float(kept.g_fg),
+        "M": float(kept.m),
+        "G_BG": float(kept.g_bg),
+        "GCE": float(kept.gce),
+        "DIBE_G": float(kept.dibe_g),
+        "DIBE_A": float(kept.dibe_alpha),
+        "DIBE_B": float(kept.dibe_beta),
     }
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import fastseg.functional as FS
-from fastseg.losses import HybridFocalMarginLoss, UnifiedFocalLoss
+from fastseg.losses import DiceLoss, DistanceLoss, FocalLoss, HybridFocalMarginLoss, UnifiedFocalLoss
 
 
 def tiny_model():
@@ -45,9 +45,10 @@ def grads(model, step, x, t):
         lambda z, t: FS.hausdorff_dt(z, t, backend="torch"),
         lambda z, t: FS.distance_map_ce(z, t, backend="torch"),
         lambda z, t: FS.shape_aware(z, t, backend="torch"),
+        0.5 * FocalLoss(backend="torch") + DiceLoss(backend="torch") + 0.1 * DistanceLoss(backend="torch"),
     ],
     ids=["hybrid_focal_margin", "unified_focal_batch", "focal_none", "dice_ignore", "module", "distance_loss",
-         "hausdorff_dt", "distance_map_ce", "shape_aware"],
+         "hausdorff_dt", "distance_map_ce", "shape_aware", "combined"],
 )
 def test_no_graph_break_and_eager_equal(loss):
     model = tiny_model()

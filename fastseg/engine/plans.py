@@ -18,6 +18,7 @@ docstrings cite the seeds and ``LOSSES.md``); the parameters arrive here already
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -41,6 +42,9 @@ class Plan:
     # per-pixel weight and distance inputs of the call, computed on the input's device (see
     # :mod:`.distance_maps`); ``distance`` is the caller's precomputed map or None.
     maps: Callable | None = None
+    # ``maps`` returns the weight of the CE quantities itself (a distance-weighted CE), instead of
+    # passing the caller's ``weight`` through: no other term's CE may share the call.
+    maps_weight: bool = False
 
 
 class Stats:
@@ -56,6 +60,14 @@ class Stats:
         self.index = {q: i for i, q in enumerate(quantities)}
         self.scope = scope
         self.masked = masked
+
+    def rescoped(self, scope: str) -> "Stats":
+        """The same sums viewed with another region scope (a term of a combined loss)."""
+        if scope == self.scope:
+            return self
+        view = copy.copy(self)
+        view.scope = scope
+        return view
 
     def pixel(self, q: Q) -> Tensor:
         """``[B, C, P]``: the sum per (image, channel) (``P = 1``) or the value per pixel."""
@@ -314,7 +326,7 @@ def hausdorff_dt_plan(*, maps) -> Plan:
 def weighted_ce_plan(*, maps) -> Plan:
     """``mean(w CE)`` where ``maps`` supplies the weight map (distance-map CE, shape-aware)."""
     plan = ce_plan()
-    return Plan(plan.quantities, plan.params, plan.epilogue, pointwise=True, maps=maps)
+    return Plan(plan.quantities, plan.params, plan.epilogue, pointwise=True, maps=maps, maps_weight=True)
 
 
 def distance_compound_plan(pointwise: Plan, w_point: float, region: Callable[[Stats], Tensor], w_region: float, *,

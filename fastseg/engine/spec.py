@@ -86,3 +86,24 @@ class TermParams:
     dibe_g: float = 0.0
     dibe_alpha: float = 0.0
     dibe_beta: float = 0.0
+
+
+#: The :class:`TermParams` fields each quantity reads (the others read none).
+PARAMETERS_OF: dict[Quantity, tuple[str, ...]] = {
+    Quantity.FG_CE: ("g_fg", "m"),
+    Quantity.BG_CE: ("g_bg",),
+    Quantity.EL_FG: ("gce",),
+    Quantity.EL_BG: ("gce",),
+    Quantity.DIBE_FG: ("dibe_g", "dibe_alpha"),
+    Quantity.DIBE_BG: ("dibe_g", "dibe_beta"),
+}
+
+
+def parameters_read(quantities, params: TermParams) -> dict[str, float]:
+    """``{field: value}`` of the :class:`TermParams` fields that ``quantities`` read."""
+    return {name: getattr(params, name) for q in quantities for name in PARAMETERS_OF.get(Quantity(int(q)), ())}
+
+
+def only_read(quantities, params: TermParams) -> TermParams:
+    """``params`` with the fields ``quantities`` do not read reset to their defaults."""
+    return TermParams(**parameters_read(quantities, params))
