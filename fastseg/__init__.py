@@ -1,7 +1,8 @@
 """fastseg: fast, trustworthy losses for crack and thin-structure segmentation.
 
 - :mod:`fastseg.functional`, :mod:`fastseg.losses`: every loss of the catalog, fused (Triton
-  kernels on CUDA, a chunked torch path on CPU), as functions and ``nn.Module`` classes.
+  kernels on CUDA, a chunked torch path on CPU), as functions and ``nn.Module`` classes; weighted
+  sums of the modules (``0.5 * FocalLoss() + DiceLoss()``) share fused passes.
 - :mod:`fastseg.reference`: the same losses as plain PyTorch (the oracle they are tested against).
 - :mod:`fastseg.metrics`, :mod:`fastseg.guidance`: confusion metrics, ODS/OIS, OII and its search.
 - :mod:`fastseg.edt`: exact batched Euclidean distance transforms on the tensor's device.

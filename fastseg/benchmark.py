@@ -64,10 +64,11 @@ from torch.utils._pytree import tree_flatten
 
 from .validate import DTYPES, TOLERANCES
 
-#: The losses a default run times: the compound losses of the catalog, then their parts.
+#: The losses a default run times: the compound losses of the catalog, then their parts, then a
+#: user-made sum (``"a+b"``: the sum of catalog losses, fused as a :class:`fastseg.losses.CombinedLoss`).
 DEFAULT_LOSSES = (
     "hybrid_focal_margin", "unified_focal", "dibe", "bce_dice", "combo", "focal", "dice", "tversky",
-    "hausdorff_dt", "distance_loss",
+    "hausdorff_dt", "distance_loss", "focal+dice",
 )
 
 SEED = 0
@@ -139,8 +140,9 @@ def default_cases(
     losses = list(losses or DEFAULT_LOSSES)
     known = importlib.import_module("fastseg.reference").__all__
     for name in losses:
-        if name not in known:
-            raise ValueError(f"unknown loss {name!r}; choose from {', '.join(known)}")
+        for term in terms_of(name):
+            if term not in known:
+                raise ValueError(f"unknown loss {term!r}; choose from {', '.join(known)}, or a sum such as focal+dice")
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"dtype must be one of 'float32', 'float16', 'bfloat16'; got {dtype!r}")
     if data not in ("synthetic", "crackforest"):
@@ -188,6 +190,11 @@ class Unavailable(Exception):
     """A contender that does not implement this case (reason in the message): listed as skipped."""
 
 
+def terms_of(name: str) -> list[str]:
+    """The catalog losses of a case's loss: ``"focal+dice"`` is their sum, each with its defaults."""
+    return name.split("+")
+
+
 def _reference(name: str):
     ref = importlib.import_module("fastseg.reference")
     fn = getattr(ref, name, None)
@@ -196,28 +203,62 @@ def _reference(name: str):
     return fn
 
 
-def _scope_kw(case: Case) -> dict:
+def _scope_kw(name: str, case: Case) -> dict:
     """``{"scope": ...}`` for losses with a region term (those whose reference takes ``scope``)."""
-    return {"scope": case.scope} if "scope" in inspect.signature(_reference(case.loss)).parameters else {}
+    return {"scope": case.scope} if "scope" in inspect.signature(_reference(name)).parameters else {}
+
+
+def _summed(fns: list[Callable]) -> Callable:
+    if len(fns) == 1:
+        return fns[0]
+    return lambda z, t: sum(fn(z, t) for fn in fns)
 
 
 def reference_loss(case: Case) -> Callable:
-    """The eager oracle with the case's scope and the catalog defaults."""
-    fn, kw = _reference(case.loss), _scope_kw(case)
-    return lambda z, t: fn(z, t, **kw)
+    """The eager oracle with the case's scope and the catalog defaults (a sum: term by term)."""
+    def one(name):
+        fn, kw = _reference(name), _scope_kw(name, case)
+        return lambda z, t: fn(z, t, **kw)
+
+    return _summed([one(name) for name in terms_of(case.loss)])
 
 
-def fused_contender(case: Case, device, backend: str = "auto") -> Callable:
+def _functional(name: str):
     try:
         functional = importlib.import_module("fastseg.functional")
     except ImportError as err:
         raise Unavailable(f"fastseg.functional cannot be imported ({err})") from None
-    fn = getattr(functional, case.loss, None)
+    fn = getattr(functional, name, None)
     if fn is None:
-        raise Unavailable(f"fastseg.functional has no {case.loss!r}")
-    kw = _scope_kw(case)
-    contender = lambda z, t: fn(z, t, backend=backend, **kw)  # noqa: E731
+        raise Unavailable(f"fastseg.functional has no {name!r}")
+    return fn
+
+
+def fused_contender(case: Case, device, backend: str = "auto") -> Callable:
+    """fastseg's fused loss; a sum of losses as one :class:`fastseg.losses.CombinedLoss` (the
+    fewest fused passes its terms allow)."""
+    names = terms_of(case.loss)
+    if len(names) == 1:
+        fn, kw = _functional(case.loss), _scope_kw(case.loss, case)
+        contender = lambda z, t: fn(z, t, backend=backend, **kw)  # noqa: E731
+    else:
+        losses = importlib.import_module("fastseg.losses")
+        modules = {cls.loss_name: cls for cls in losses.FusedLoss.__subclasses__()}
+        contender = losses.CombinedLoss([modules[n](backend=backend, **_scope_kw(n, case)) for n in names])
+        contender.passes_per_step = len(contender.passes)
     contender.backend = backend
+    return contender
+
+
+def separate_contender(case: Case, device, backend: str = "auto") -> Callable:
+    """A sum of losses as one fused call per term (what ``CombinedLoss`` saves passes over)."""
+    names = terms_of(case.loss)
+    if len(names) == 1:
+        raise Unavailable("a single loss: the same as fastseg")
+    calls = [(_functional(n), _scope_kw(n, case)) for n in names]
+    contender = _summed([lambda z, t, fn=fn, kw=kw: fn(z, t, backend=backend, **kw) for fn, kw in calls])
+    contender.backend = backend
+    contender.passes_per_step = len(calls)
     return contender
 
 
@@ -270,6 +311,8 @@ def monai_contender(case: Case, device) -> Callable:
     elif case.loss == "combo":
         # WBCE with lam = 1 - lam = 0.5 is 0.5 * BCE.
         mod = losses.DiceCELoss(lambda_ce=_COMBO_THETA * _COMBO_LAM, lambda_dice=1 - _COMBO_THETA, **common)
+    elif case.loss == "focal+dice":
+        mod = losses.DiceFocalLoss(gamma=_FOCAL_GAMMA, alpha=None, **common)
     elif case.loss == "hausdorff_dt":
         # Karimi-Salcudean with alpha = 2; SciPy EDTs of the prediction and target, image by image.
         mod = losses.HausdorffDTLoss(alpha=2.0, include_background=True, sigmoid=True, reduction="mean")
@@ -317,6 +360,7 @@ def smp_contender(case: Case, device) -> Callable:
 #: name -> (kind, factory(case, device) -> fn(z, t)); the order is the table's.
 CONTENDERS: dict[str, tuple[str, Callable]] = {
     "fastseg": ("fused", fused_contender),
+    "fastseg_separate": ("fused", separate_contender),
     "reference": ("eager", reference_contender),
     "compiled": ("compiled", compiled_contender),
     "monai": ("eager", monai_contender),
@@ -462,10 +506,10 @@ def inductor_bytes():
         log.removeHandler(handler)
 
 
-def fused_bytes_per_pixel(z: torch.Tensor, t: torch.Tensor) -> float:
+def fused_bytes_per_pixel(z: torch.Tensor, t: torch.Tensor, passes: int = 1) -> float:
     """Bytes per pixel the fused kernels move by design: read z, t forward; read z, t and write
-    dL/dz backward."""
-    return 2 * (z.element_size() + t.element_size()) + z.element_size()
+    dL/dz backward; once per fused pass (a sum of losses may need several)."""
+    return passes * (2 * (z.element_size() + t.element_size()) + z.element_size())
 
 
 def sync(device) -> None:
@@ -598,7 +642,7 @@ def _count(res: Result, case: Case, fn, z, t, *, device) -> None:
     # instead: its peak is taken like the compiled contender's
     if res.kind == "compiled" or getattr(fn, "backend", None) == "inductor":
         if res.kind == "fused":
-            res.bytes_per_pixel, res.bytes_method = fused_bytes_per_pixel(z, t), "design"
+            res.bytes_per_pixel, res.bytes_method = fused_bytes_per_pixel(z, t, getattr(fn, "passes_per_step", 1)), "design"
         if not cuda:
             with rss_peak() as rss:
                 step(fn, z, t)
@@ -606,7 +650,7 @@ def _count(res: Result, case: Case, fn, z, t, *, device) -> None:
                 res.peak_mb, res.peak_method = rss["bytes"] / 2**20, "rss high-water"
     else:
         if res.kind == "fused":
-            res.bytes_per_pixel, res.bytes_method = fused_bytes_per_pixel(z, t), "design"
+            res.bytes_per_pixel, res.bytes_method = fused_bytes_per_pixel(z, t, getattr(fn, "passes_per_step", 1)), "design"
         counter = OpCounter()
         try:
             with counter:

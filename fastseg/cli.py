@@ -45,9 +45,11 @@ def _bench_parser(sub) -> None:
         "Defaults scale with the device: CPU 8x1x1024x1024, CUDA 16x1x2048x2048 and 4x1x4096x4096.",
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--loss", nargs="+", metavar="NAME", help="losses to time (default: the compound losses, focal, dice, tversky and the distance losses)")
+    p.add_argument("--loss", nargs="+", metavar="NAME", help="losses to time; a+b times the sum of catalog losses a and b (default: the compound losses, focal, dice, "
+                        "tversky, the distance losses and focal+dice)")
     p.add_argument("--contender", nargs="+", metavar="NAME",
-                   help="contenders (default: all of fastseg reference compiled monai kornia torchvision smp)")
+                   help="contenders (default: all of fastseg fastseg_separate reference compiled monai kornia torchvision smp; "
+                        "fastseg_separate: a sum of losses as one fused call per term)")
     p.add_argument("--batch", type=int, help="images per batch (default: per device)")
     p.add_argument("--size", help="image size N or HxW (default: per device)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="logits dtype")

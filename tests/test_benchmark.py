@@ -84,6 +84,7 @@ def test_fused_bytes_per_pixel_by_design():
     # read (z, t) forward + read (z, t) backward + write dL/dz: 2 * (4 + 1) + 4 = 14 (issue 4).
     assert fb.fused_bytes_per_pixel(z32, t8) == 14
     assert fb.fused_bytes_per_pixel(z16, t8) == 2 * (2 + 1) + 2
+    assert fb.fused_bytes_per_pixel(z32, t8, passes=3) == 3 * 14
 
 
 def test_rss_peak_sees_a_large_allocation():
@@ -156,6 +157,23 @@ def test_default_cases_scale_with_device_and_options():
         fb.parse_size("0x3")
     with pytest.raises(ValueError, match="dtype"):
         fb.default_cases("cpu", dtype="int8")
+
+
+def test_a_sum_of_losses_is_timed_fused_separately_and_checked_against_the_summed_reference():
+    from fastseg import reference
+
+    case = fb.Case("focal+dice+distance_loss", batch=2, height=12, width=20)
+    z, t = _inputs(case)
+    truth = fb.oracle(case, z, t)
+    expected = sum(float(f(z.double(), t)) for f in (reference.focal, reference.dice, reference.distance_loss))
+    assert truth[0] == pytest.approx(expected, rel=1e-12)
+    fused = fb.measure(case, "fastseg", z, t, device="cpu", repeat=1, warmup=1, truth=truth)
+    separate = fb.measure(case, "fastseg_separate", z, t, device="cpu", repeat=1, warmup=1, truth=truth)
+    assert fused.correct is True and separate.correct is True
+    assert (fused.bytes_per_pixel, separate.bytes_per_pixel) == (14, 3 * 14)  # one pass vs one per term
+    assert "single loss" in fb.measure(_tiny_case(), "fastseg_separate", z, t, device="cpu", repeat=1, warmup=0).note
+    with pytest.raises(ValueError, match="unknown loss 'dice2'"):
+        fb.default_cases("cpu", losses=["focal+dice2"])
 
 
 def test_make_inputs_synthetic_and_shapes():
