@@ -264,9 +264,13 @@ def make_loss(name: str, impl: str = "functional", **params):
     """``fn(logits, target)`` calling ``fastseg.functional.<name>(logits, target, **params)``.
 
     ``impl="reference"`` takes the function of the same name from :mod:`fastseg.reference`.
+    A sum such as ``"0.5*focal+dice"`` (weights optional, each loss with its defaults) is a
+    :class:`fastseg.losses.CombinedLoss` (the reference: the same weighted sum, term by term).
 
     Raises ``ValueError`` naming the accepted names/parameters for an unknown loss or parameter.
     """
+    if "+" in name or "*" in name:
+        return _make_sum(name, impl, params)
     names = loss_names(impl)
     if name not in names:
         raise ValueError(f"loss must be one of {', '.join(names)}; got {name!r}")
@@ -286,6 +290,31 @@ def make_loss(name: str, impl: str = "functional", **params):
 
     loss_fn.__name__ = name
     loss_fn.params = dict(params)
+    return loss_fn
+
+
+def _make_sum(name: str, impl: str, params: dict):
+    """``"0.5*focal+dice"`` as a weighted sum of losses with their defaults."""
+    if params:
+        raise ValueError(f"loss parameters ({', '.join(params)}) apply to a single loss; the terms of {name!r} take "
+                         "their defaults (build a fastseg.losses.CombinedLoss in Python for more)")
+    terms = []
+    for part in name.split("+"):
+        weight, _, term = part.strip().rpartition("*")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"a term of a sum is [weight*]loss, e.g. 0.5*focal; got {part!r}") from None
+        terms.append((w, make_loss(term.strip(), impl)))
+    if impl == "functional":
+        modules = {cls.loss_name: cls for cls in importlib.import_module("fastseg.losses").FusedLoss.__subclasses__()}
+        loss_fn = importlib.import_module("fastseg.losses").CombinedLoss([(w, modules[fn.__name__]()) for w, fn in terms])
+    else:
+        def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return sum(w * fn(logits, target) for w, fn in terms)
+
+    loss_fn.__name__ = name
+    loss_fn.params = {}
     return loss_fn
 
 

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         epilog="Extra --name value options are loss parameters, e.g. --margin 0.5.",
     )
-    parser.add_argument("--loss", default="hybrid_focal_margin", help="a function of fastseg.functional (see --list-losses)")
+    parser.add_argument("--loss", default="hybrid_focal_margin",
+                        help="a function of fastseg.functional (see --list-losses), or a weighted sum such as 0.5*focal+dice")
     parser.add_argument("--list-losses", action="store_true", help="print the available losses and exit")
     parser.add_argument("--out", default="runs/crackforest", help="output folder (checkpoint, metrics.json, predictions.png)")
     parser.add_argument("--show", type=int, default=4, help="validation images in predictions.png (0 = none)")

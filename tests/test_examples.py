@@ -102,6 +102,25 @@ def test_make_loss_checks_name_and_parameters():
     assert float(common.make_loss("bce")(z, t)) == pytest.approx(math.log(2))
 
 
+def test_make_loss_builds_weighted_sums():
+    import fastseg.reference as R
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 1, 6, 7, generator=g, dtype=torch.float64)
+    t = (torch.rand(2, 1, 6, 7, generator=g) < 0.3).to(torch.float64)
+    expected = 0.5 * R.focal(z, t) + R.dice(z, t)
+    fused = common.make_loss("0.5*focal+dice")
+    assert fused.passes == ((0, 1),)
+    torch.testing.assert_close(fused(z, t), expected, rtol=1e-10, atol=0)
+    torch.testing.assert_close(common.make_loss("0.5*focal + dice", "reference")(z, t), expected, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="apply to a single loss"):
+        common.make_loss("focal+dice", gamma=1.0)
+    with pytest.raises(ValueError, match=r"\[weight\*\]loss"):
+        common.make_loss("half*focal+dice")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        common.make_loss("focal+dicee")
+
+
 def test_random_batch_is_a_flipped_window():
     rng_images = np.random.default_rng(1).integers(0, 255, size=(3, 20, 24, 3), dtype=np.uint8)
     masks = (rng_images[..., 0] > 128).astype(np.uint8)
