@@ -11,8 +11,9 @@ thread, spilled bytes (the ``STACK`` frame plus ``LOCAL`` memory: both 0 when no
 static shared memory (cuobjdump ``SHARED``, column ``smem``) and the dynamic shared memory the
 launch requests (triton's ``metadata.shared``, column ``dsmem``: the reduction scratch). The gate passes (exit status 0) only when no kernel spills.
 
-What gets compiled: the widest tile (2048 lanes, 16 warps) of :func:`fastseg.kernels._utils.block_and_warps`,
-which bounds the per-thread register use of every narrower tile. By default each catalog entry is
+What gets compiled: every tile width the launchers can pick (128 to 1024 lanes, one warp per 128:
+:data:`fastseg.kernels._utils.TILE_WIDTHS`), since ptxas's register budget depends on the block
+size and the widest tile does not bound the others. By default each catalog entry is
 compiled in a covering design: every logits dtype with uint8 targets, plus fp32 logits with
 float targets, an ignore mask and (for losses with pointwise terms) a weight map; ``--full``
 compiles the whole product (logits x targets x mask x weight x atomics). Triton's cache makes
@@ -40,11 +41,10 @@ from pathlib import Path
 
 from fastseg.engine.spec import Quantity as Q
 from fastseg.engine.spec import TermParams
-from fastseg.kernels._utils import block_and_warps
+from fastseg.kernels._utils import TILE_WIDTHS, block_and_warps
 from fastseg.kernels.edt import ENVELOPE_LINES, SWEEP_TILE
 
 ARCHS = (80, 90)
-BLOCK, WARPS = block_and_warps(1 << 40)  # the widest tile: it bounds the registers of every narrower one
 LOGITS = ("fp32", "fp16", "bf16")
 TARGETS = ("u8", "fp32")
 EDT_SWEEP_BLOCK_N = tuple(1 << e for e in range(4, SWEEP_TILE.bit_length()))  # sweep tile widths: 16 ... SWEEP_TILE
@@ -84,6 +84,10 @@ CATALOG: tuple[tuple[str, tuple[int, ...], TermParams], ...] = (
     # distance
     ("distance_loss", _DICE + (Q.D_FP,), TermParams()),
     ("hausdorff_dt", (Q.D_SQERR, Q.COUNT), TermParams()),
+    # sums of losses (fastseg.losses.CombinedLoss): one pass sums the union of their quantities
+    ("combined_focal_dice_distance", _CE + _DICE + (Q.D_FP,), TermParams(g_fg=2.0, g_bg=2.0)),
+    ("combined_every_quantity", tuple(Q), TermParams(g_fg=2.0, m=0.5, g_bg=2.0, gce=0.3, dibe_g=2.0, dibe_alpha=0.3,
+                                                     dibe_beta=0.7)),
 )
 """(loss, quantity ids in engine order, TermParams) of every catalog entry the kernels serve."""
 
@@ -106,6 +110,7 @@ class Variant:
     atomic: bool = False
     per_element: bool = False  # reduction="none" of a pointwise loss: one group per element
     k: int = 0  # reduce kernel only
+    block: int = 0  # forward / backward: the tile width (lanes)
 
 
 @dataclass
@@ -150,7 +155,8 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
             key = (v.kernel, v.k)
         else:
             make = forward_constexprs if v.kernel == "forward" else backward_constexprs
-            kw = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=BLOCK, per_element=v.per_element)
+            kw = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=v.block,
+                      per_element=v.per_element)
             if v.kernel == "forward":
                 kw["atomic"] = v.atomic
             ce = make(v.quantities, TermParams(**dict(v.params)), **kw)
@@ -178,13 +184,13 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
             combos.append((first, "fp32", True, _weighted(quantities), False))
             combos.append((first, "u8", False, False, True))
         per_element = (False, True) if set(quantities) <= POINTWISE else (False,)
-        for (lg, tg, va, we, at), pe in itertools.product(combos, per_element):
+        for (lg, tg, va, we, at), pe, block in itertools.product(combos, per_element, TILE_WIDTHS):
             if pe and at:
                 continue
-            add(Variant("forward", quantities, prm, lg, tg, va, we, at, pe), loss)
+            add(Variant("forward", quantities, prm, lg, tg, va, we, at, pe, block=block), loss)
             if not at:
                 diff = tuple(k for k in quantities if k not in ZERO_DERIVATIVE)
-                add(Variant("backward", diff, prm, lg, tg, va, we and _weighted(diff), per_element=pe), loss)
+                add(Variant("backward", diff, prm, lg, tg, va, we and _weighted(diff), per_element=pe, block=block), loss)
         add(Variant("reduce", (), (), k=len(quantities)), loss)
     add(Variant("edt", (), (), logits="-", target="-", k=ENVELOPE_LINES), "edt")
     for block_n in EDT_SWEEP_BLOCK_N:
@@ -217,7 +223,8 @@ def _signature_and_constexprs(v: Variant):
         warps = 4
     else:
         params = TermParams(**dict(v.params))
-        common = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=BLOCK, per_element=v.per_element)
+        common = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=v.block,
+                      per_element=v.per_element)
         z = f"*{v.logits}"
         ptrs = {
             "z_ptr": z,
@@ -235,7 +242,7 @@ def _signature_and_constexprs(v: Variant):
             ce = fl.backward_constexprs(v.quantities, params, **common)
             ptrs["c_ptr"] = "*fp32"
             ptrs["grad_ptr"] = z
-        warps = WARPS
+        warps = block_and_warps(v.block)[1]
     signature = {}
     for name in fn.arg_names:
         signature[name] = "constexpr" if name in ce else ptrs.get(name, "i32")
@@ -401,8 +408,8 @@ def report(
             atomic=v.atomic,
             per_element=v.per_element,
             arch=f"sm_{arch}",
-            block=(usage or {}).get("block", BLOCK),
-            warps=(usage or {}).get("warps", WARPS),
+            block=(usage or {}).get("block", v.block),
+            warps=(usage or {}).get("warps", block_and_warps(v.block)[1] if v.block else 0),
             error=error,
         )
         if usage:
@@ -439,7 +446,7 @@ def _report_in_subprocess(archs, *, full, only, logits, jobs) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """A fixed-width table, one line per compiled kernel."""
-    head = ("arch", "kernel", "quantities", "params", "logits", "target", "mask", "weight", "atomic", "elem", "regs", "spill", "smem", "dsmem", "losses")
+    head = ("arch", "kernel", "quantities", "params", "logits", "target", "mask", "weight", "atomic", "elem", "block", "regs", "spill", "smem", "dsmem", "losses")
     lines = []
     for r in rows:
         lines.append(
@@ -454,6 +461,7 @@ def format_table(rows: list[dict]) -> str:
                 "y" if r["weight"] else "-",
                 "y" if r["atomic"] else "-",
                 "y" if r["per_element"] else "-",
+                str(r["block"]) if r["block"] else "-",
                 str(r["registers"]) if not r["error"] else "ERR",
                 str(r["spill_bytes"]) if not r["error"] else "ERR",
                 str(r["shared_bytes"]) if not r["error"] else "ERR",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-MAX_BLOCK = 2048
-"""Largest tile of a pixel-parallel kernel: 4 elements per thread at 16 warps."""
+MAX_BLOCK = 1024
+"""Largest tile of a pixel-parallel kernel: 4 elements per thread at 8 warps."""
 
 MIN_BLOCK = 128
 
@@ -37,15 +37,21 @@ def next_power_of_2(n: int) -> int:
 def block_and_warps(n: int) -> tuple[int, int]:
     """Tile width and warps for a pixel-parallel kernel over rows of ``n`` pixels.
 
-    Rule: the tile is the row rounded up to a power of two, clamped to ``[128, 2048]``; one warp
-    per 128 lanes (1 to 16 warps), i.e. 4 elements per thread: one 16-byte load of fp32 logits,
+    Rule: the tile is the row rounded up to a power of two, clamped to ``[128, 1024]``; one warp
+    per 128 lanes (1 to 8 warps), i.e. 4 elements per thread: one 16-byte load of fp32 logits,
     and about half the registers of 8 elements per thread (the heaviest backward kernel, hybrid
-    focal margin with mask and weight, needs 55 instead of 121 on sm_90), so 2 blocks of 512
-    threads fit an SM. Every configuration has the same elements per thread, so the widest tile
-    (2048 lanes, 16 warps) bounds the register use of all of them: the compile gate checks it.
+    focal margin with mask and weight, needs 55 instead of 121 on sm_90). Not 2048 lanes at 16
+    warps: for blocks of 512 threads ptxas caps registers at 64 (two blocks per SM), and the
+    kernel of a sum of losses reading every quantity then spilled (fp16 logits, sm_80), while at
+    1024 lanes it uses 75 registers and spills nothing. Register use is not monotonic in the tile
+    width, so the compile gate compiles every width this rule can pick (:data:`TILE_WIDTHS`).
     """
     block = min(MAX_BLOCK, max(MIN_BLOCK, next_power_of_2(n)))
-    return block, max(1, min(16, block // 128))
+    return block, block // 128
+
+
+#: Every tile width :func:`block_and_warps` can pick.
+TILE_WIDTHS = tuple(1 << e for e in range(MIN_BLOCK.bit_length() - 1, MAX_BLOCK.bit_length()))
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

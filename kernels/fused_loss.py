@@ -11,7 +11,7 @@ derivative), the two kernels, the second-stage reduction kernel, and the launche
 Kernel design:
 
 - Forward: a 1-D grid of ``groups x tiles`` programs (program ``pid`` is tile ``pid % tiles`` of
-  group ``pid // tiles``: no 65535 limit on either count), a fixed ``BLOCK`` of 128-2048 lanes.
+  group ``pid // tiles``: no 65535 limit on either count), a fixed ``BLOCK`` of 128-1024 lanes.
   Each program reads its tile of z, t (and valid, weight, distance) once, computes ``p`` and the
   softplus forms once, and only the enabled quantities (one ``COL_<NAME>`` constexpr per
   quantity: its output column, or -1 when the loss does not use it, so each compiled kernel holds

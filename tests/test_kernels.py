@@ -296,7 +296,7 @@ def test_confident_pixels_keep_tiny_losses():
 
 
 def test_multi_tile_deterministic_and_atomic():
-    # N = 5000 spans three 2048-lane tiles: per-tile partials plus the fixed-order reduction.
+    # N = 5000 spans five 1024-lane tiles: per-tile partials plus the fixed-order reduction.
     z, t = make_inputs((1, 2, 5000), target="soft")
     quantities = (Q.TP, Q.SUM_P, Q.SUM_T, Q.COUNT, Q.FG_CE, Q.BG_CE)
     S, _ = run_and_compare(z, t, quantities, RICH, rtol_fwd=2e-5, rtol_bwd=2e-5, name="multi-tile")
