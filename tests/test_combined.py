@@ -9,7 +9,6 @@ with the CE weight), and the number of engine calls is counted at the backend.
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
