@@ -9,7 +9,6 @@ with the CE weight), and the number of engine calls is counted at the backend.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from conftest import TRITON_DEVICE, requires_interpreter
