@@ -52,6 +52,7 @@ from .engine import distance_maps as DM
 from .engine import plans as P
 from .distributed import GLOBAL, global_stats
 from .engine.function import group_sums
+from .engine.spec import reads_weight
 
 __all__ = [
     # pointwise
@@ -157,11 +158,8 @@ def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, 
     return out.reshape(x.shape) if per_pixel else out
 
 
-_WEIGHTED = {P.Q.FG_CE, P.Q.BG_CE, P.Q.EL_FG, P.Q.EL_BG, P.Q.DIBE_FG, P.Q.DIBE_BG}
-
-
 def _uses_weight(plan: P.Plan) -> bool:
-    return any(q in _WEIGHTED for q in plan.quantities)
+    return reads_weight(plan.quantities)
 
 
 # --------------------------------------------------------------------------------------------

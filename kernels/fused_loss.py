@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastseg.engine.spec import NUM_QUANTITIES, Quantity, TermParams, only_read
+from fastseg.engine.spec import NUM_QUANTITIES, WEIGHTED, Quantity, TermParams, only_read
 
 from ._utils import FLOAT_DTYPES, accumulation_dtype, as_kernel_operand, block_and_warps, group_strides, smallest_normal
 
@@ -474,7 +474,6 @@ def _reduce_partials_kernel(part_ptr, out_ptr, n_tiles, K: tl.constexpr, KP: tl.
 
 QUANTITY_NAMES = tuple(q.name for q in Quantity)
 ZERO_DERIVATIVE = frozenset({Quantity.SUM_T, Quantity.SUM_TT, Quantity.COUNT})
-WEIGHTED = frozenset({Quantity.FG_CE, Quantity.BG_CE, Quantity.EL_FG, Quantity.EL_BG, Quantity.DIBE_FG, Quantity.DIBE_BG})
 NEEDS_DISTANCE = frozenset({Quantity.D_FP, Quantity.D_SQERR})
 REDUCE_BLOCK_T = 64
 

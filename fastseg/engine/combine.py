@@ -22,13 +22,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..distributed import GLOBAL
 from .plans import Plan, Stats
-from .spec import PARAMETERS_OF, TermParams, parameters_read
-
-#: The quantities that read the per-pixel ``weight`` input.
-WEIGHTED = frozenset(PARAMETERS_OF)
-
-GLOBAL = "global"
+from .spec import TermParams, parameters_read, reads_weight
 
 
 @dataclass(frozen=True)
@@ -41,10 +37,6 @@ class Term:
     reduction: str
 
 
-def _reads_weight(plan: Plan) -> bool:
-    return any(q in WEIGHTED for q in plan.quantities)
-
-
 def can_share(a: Plan, b: Plan) -> bool:
     """Can ``a`` and ``b`` be evaluated by one fused pass (see the module docstring)?"""
     pa, pb = parameters_read(a.quantities, a.params), parameters_read(b.quantities, b.params)
@@ -53,7 +45,7 @@ def can_share(a: Plan, b: Plan) -> bool:
     if a.maps is not None and b.maps is not None:
         return False
     for mapped, other in ((a, b), (b, a)):
-        if mapped.maps_weight and _reads_weight(other):
+        if mapped.maps_weight and reads_weight(other.quantities):
             return False
     return True
 

@@ -88,6 +88,16 @@ class TermParams:
     dibe_beta: float = 0.0
 
 
+#: The quantities multiplied by the per-pixel weight ``w`` (the cross-entropy terms).
+WEIGHTED = frozenset({Quantity.FG_CE, Quantity.BG_CE, Quantity.EL_FG, Quantity.EL_BG, Quantity.DIBE_FG,
+                      Quantity.DIBE_BG})
+
+
+def reads_weight(quantities) -> bool:
+    """Does any of ``quantities`` read the per-pixel weight input?"""
+    return any(Quantity(int(q)) in WEIGHTED for q in quantities)
+
+
 #: The :class:`TermParams` fields each quantity reads (the others read none).
 PARAMETERS_OF: dict[Quantity, tuple[str, ...]] = {
     Quantity.FG_CE: ("g_fg", "m"),
