@@ -207,7 +207,7 @@ def _signature_and_constexprs(v: Variant):
 
         fn = edt_kernels._edt_envelope_kernel
         ce = {"BLOCK_LINES": v.k}
-        ptrs = {"f_ptr": "*fp32", "out_ptr": "*fp32", "v_ptr": "*i32", "z_ptr": "*fp64", "spacing": "fp32"}
+        ptrs = {"f_ptr": "*fp32", "out_ptr": "*fp32", "v_ptr": "*i32", "spacing": "fp32"}
         warps = max(1, v.k // 32)
     elif v.kernel == "edt_sweep":
         from fastseg.kernels import edt as edt_kernels
@@ -242,6 +242,7 @@ def _signature_and_constexprs(v: Variant):
             ce = fl.backward_constexprs(v.quantities, params, **common)
             ptrs["c_ptr"] = "*fp32"
             ptrs["grad_ptr"] = z
+        ptrs.update(dict.fromkeys(fl.kernel_scalars(v.quantities, params), "fp32"))
         warps = block_and_warps(v.block)[1]
     signature = {}
     for name in fn.arg_names:

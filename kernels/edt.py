@@ -17,8 +17,9 @@ for the memory system:
    addresses: the reads of ``f`` and the writes of the result are coalesced. The newest parabola
    of each lane's envelope (its vertex, height and left boundary) lives in registers, so a step
    that pops nothing loads nothing but ``f(q)`` (prefetched a step ahead) and the read-back loads
-   only when it moves to the next parabola; vertices and boundaries are also written to a scratch
-   buffer of ``lines x n`` for the pops and the read-back.
+   only when it moves to the next parabola. Only the vertices are written to scratch (int32,
+   ``lines x n``, lane-minor so that lanes at the same depth coalesce); a boundary is recomputed
+   from its two parabolas when a pop or the read-back needs it.
 
 The envelope works in float64 (as the native CPU one does), so it is the exact envelope; results
 are float32, exact for integer squared distances below ``2**24``.
@@ -104,7 +105,6 @@ def _edt_envelope_kernel(
     f_ptr,
     out_ptr,
     v_ptr,
-    z_ptr,
     n_lines,
     n,
     inner,
@@ -115,7 +115,12 @@ def _edt_envelope_kernel(
 
     Line ``l`` of a contiguous ``[outer, n, inner]`` view starts at
     ``(l // inner) * n * inner + l % inner`` and steps by ``inner``. Parabola ``k`` of a line's
-    envelope has vertex ``v[k]`` (height ``f(v[k])``) and covers positions from ``z[k]`` on.
+    envelope has vertex ``v[k]`` (height ``f(v[k])``) and covers positions from its boundary
+    ``z[k]`` on, where it meets parabola ``k - 1``. Only the vertices go to scratch (entry ``k`` of
+    lane ``j`` at ``(program * n + k) * BLOCK_LINES + j``: lanes at the same depth coalesce); the
+    two parabolas a step compares (the newest and the one below it while building, the current and
+    the next while reading back) are kept in registers, and a boundary is recomputed from its two
+    parabolas whenever it is needed, by the same float64 expression that first produced it.
 
     Positions, heights and boundaries are float64, as in the native CPU envelope: with unit
     spacing every height is an integer and every boundary a rational with a denominator below
@@ -123,19 +128,22 @@ def _edt_envelope_kernel(
     rounded once, to the float32 output (exact below ``2**24``).
     """
     pid = tl.program_id(0).to(tl.int64)
-    lines = pid * BLOCK_LINES + tl.arange(0, BLOCK_LINES).to(tl.int64)
+    lane = tl.arange(0, BLOCK_LINES).to(tl.int64)
+    lines = pid * BLOCK_LINES + lane
     active = lines < n_lines
     lines = tl.where(active, lines, 0)
     stride = tl.zeros([BLOCK_LINES], tl.int64) + inner  # 64-bit offsets: images may exceed 2**31 pixels
     step = tl.zeros([BLOCK_LINES], tl.float64) + spacing
     base = (lines // stride) * (n * stride) + lines % stride
-    scratch = lines * n
+    scratch = pid * n * BLOCK_LINES + lane
 
-    # Build the envelope; (top_pos, top_f, top_z) mirror entry k, the newest parabola.
+    # Build the envelope: (top_pos, top_f, top_z) is entry k, (below_pos, below_f) entry k - 1.
     k = tl.full([BLOCK_LINES], -1, tl.int32)
     top_pos = tl.zeros([BLOCK_LINES], tl.float64)
     top_f = tl.zeros([BLOCK_LINES], tl.float64)
     top_z = tl.full([BLOCK_LINES], -BIG, tl.float64)
+    below_pos = tl.zeros([BLOCK_LINES], tl.float64)
+    below_f = tl.zeros([BLOCK_LINES], tl.float64)
     f_next = tl.load(f_ptr + base, mask=active, other=BIG)
     for q in range(0, n):
         f_here = f_next
@@ -146,41 +154,53 @@ def _edt_envelope_kernel(
         pos_q = q * step
         need = has_q & (k >= 0)
         s = _intersection(fq, pos_q, top_f, tl.where(need, top_pos, pos_q - 1.0))
-        pop = need & (s <= top_z)
+        pop = need & (s <= top_z)  # entry 0 has top_z = -BIG and is never popped
         while tl.max(pop.to(tl.int32), axis=0) > 0:
             k = tl.where(pop, k - 1, k)
-            reload = pop & (k >= 0)
-            vk = tl.load(v_ptr + scratch + k, mask=reload, other=0)
-            top_pos = tl.where(reload, vk * step, top_pos)
-            top_f = tl.where(reload, _f_at(f_ptr, base, vk, stride, reload), top_f)
-            top_z = tl.where(reload, tl.load(z_ptr + scratch + k, mask=reload, other=-BIG), top_z)
-            s = tl.where(reload, _intersection(fq, pos_q, top_f, tl.where(reload, top_pos, pos_q - 1.0)), s)
-            pop = reload & (s <= top_z)
+            top_pos = tl.where(pop, below_pos, top_pos)
+            top_f = tl.where(pop, below_f, top_f)
+            reload = pop & (k >= 1)
+            vb = tl.load(v_ptr + scratch + (k - 1).to(tl.int64) * BLOCK_LINES, mask=reload, other=0)
+            below_pos = tl.where(reload, vb * step, below_pos)
+            below_f = tl.where(reload, _f_at(f_ptr, base, vb, stride, reload), below_f)
+            z_top = _intersection(top_f, top_pos, below_f, tl.where(reload, below_pos, top_pos - 1.0))
+            top_z = tl.where(pop, tl.where(reload, z_top, -BIG), top_z)
+            s = tl.where(pop, _intersection(fq, pos_q, top_f, tl.where(pop, top_pos, pos_q - 1.0)), s)
+            pop = pop & (s <= top_z)
         k = tl.where(has_q, k + 1, k)
-        boundary = tl.where(k == 0, -BIG, s)
+        below_pos = tl.where(has_q, top_pos, below_pos)
+        below_f = tl.where(has_q, top_f, below_f)
         top_pos = tl.where(has_q, pos_q, top_pos)
         top_f = tl.where(has_q, fq, top_f)
-        top_z = tl.where(has_q, boundary, top_z)
-        tl.store(v_ptr + scratch + k, tl.full([BLOCK_LINES], q, tl.int32), mask=has_q)
-        tl.store(z_ptr + scratch + k, boundary, mask=has_q)
+        top_z = tl.where(has_q, tl.where(k == 0, -BIG, s), top_z)
+        tl.store(v_ptr + scratch + k.to(tl.int64) * BLOCK_LINES, tl.full([BLOCK_LINES], q, tl.int32), mask=has_q)
 
-    # Read the envelope back: for each x, the parabola whose interval holds pos(x).
+    # Read the envelope back: for each x, the parabola whose interval holds pos(x); (cur_*) is
+    # entry k, (next_*) entry k + 1, which starts at z_next.
     k_last = k
     found = active & (k_last >= 0)
     k = tl.zeros([BLOCK_LINES], tl.int32)
     vk = tl.load(v_ptr + scratch, mask=found, other=0)
     cur_pos = vk * step
     cur_f = _f_at(f_ptr, base, vk, stride, found)
-    z_next = tl.load(z_ptr + scratch + 1, mask=found & (k_last >= 1), other=BIG)
+    has_next = found & (k_last >= 1)
+    vn = tl.load(v_ptr + scratch + BLOCK_LINES, mask=has_next, other=0)
+    next_pos = vn * step
+    next_f = _f_at(f_ptr, base, vn, stride, has_next)
+    z_next = tl.where(has_next, _intersection(next_f, next_pos, cur_f, tl.where(has_next, cur_pos, next_pos - 1.0)), BIG)
     for q in range(0, n):
         pos_q = q * step
         advance = z_next < pos_q
         while tl.max(advance.to(tl.int32), axis=0) > 0:
             k = tl.where(advance, k + 1, k)
-            vk = tl.load(v_ptr + scratch + k, mask=advance, other=0)
-            cur_pos = tl.where(advance, vk * step, cur_pos)
-            cur_f = tl.where(advance, _f_at(f_ptr, base, vk, stride, advance), cur_f)
-            z_next = tl.where(advance, tl.load(z_ptr + scratch + k + 1, mask=advance & (k < k_last), other=BIG), z_next)
+            cur_pos = tl.where(advance, next_pos, cur_pos)
+            cur_f = tl.where(advance, next_f, cur_f)
+            more = advance & (k < k_last)
+            vn = tl.load(v_ptr + scratch + (k + 1).to(tl.int64) * BLOCK_LINES, mask=more, other=0)
+            next_pos = tl.where(more, vn * step, next_pos)
+            next_f = tl.where(more, _f_at(f_ptr, base, vn, stride, more), next_f)
+            z_more = _intersection(next_f, next_pos, cur_f, tl.where(more, cur_pos, next_pos - 1.0))
+            z_next = tl.where(advance, tl.where(more, z_more, BIG), z_next)
             advance = advance & (z_next < pos_q)
         dx = pos_q - cur_pos
         tl.store(out_ptr + base + q * stride, tl.where(found, dx * dx + cur_f, BIG).to(tl.float32), mask=active)
@@ -228,18 +248,18 @@ def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tenso
                             BLOCK_LINES=block_lines, BLOCK_N=block_n, num_warps=SWEEP_WARPS)
 
     other = torch.empty_like(current)
-    scratch_v = scratch_z = None
-    for axis in range(len(spatial) - 2, -1, -1):
+    strided = range(len(spatial) - 2, -1, -1)
+    if len(spatial) > 1:  # one vertex buffer for every axis: the most lines (padded to whole programs) x n
+        padded = max(triton.cdiv(total // spatial[axis], ENVELOPE_LINES) * ENVELOPE_LINES * spatial[axis] for axis in strided)
+        vertices = torch.empty(padded, dtype=torch.int32, device=mask.device)
+    for axis in strided:
         n = spatial[axis]
         inner = 1
         for size in spatial[axis + 1 :]:
             inner *= size
         n_lines = total // n
-        if scratch_v is None:  # every axis has n_lines * n == total entries: one pair of buffers
-            scratch_v = torch.empty(total, dtype=torch.int32, device=mask.device)
-            scratch_z = torch.empty(total, dtype=torch.float64, device=mask.device)
         grid = (triton.cdiv(n_lines, ENVELOPE_LINES),)
-        _edt_envelope_kernel[grid](current, other, scratch_v, scratch_z, n_lines, n, inner, float(spacing[axis]),
+        _edt_envelope_kernel[grid](current, other, vertices, n_lines, n, inner, float(spacing[axis]),
                                    BLOCK_LINES=ENVELOPE_LINES, num_warps=1)
         current, other = other, current
-    return torch.where(current >= BIG.value, torch.full((), float("inf"), device=mask.device), current)
+    return current.masked_fill_(current >= BIG.value, float("inf"))

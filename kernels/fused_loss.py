@@ -21,8 +21,11 @@ Kernel design:
 - Backward: the same grid, recomputing ``p`` from ``z``, reading ``c[g, :]`` (any strides) and
   writing ``dL/dz`` once, in z's dtype. Quantities with a zero derivative (SUM_T, SUM_TT, COUNT)
   are not compiled into it.
-- The scalar parameters (:class:`~fastseg.engine.spec.TermParams`) are constexprs; parameters of
-  quantities a loss does not use are reset to their defaults so they never cause a recompile.
+- The scalar parameters (:class:`~fastseg.engine.spec.TermParams`) are runtime arguments, so a
+  margin schedule or an OII alpha search runs one compiled kernel for every value; only their
+  *form* is a constexpr (exponents 0, 1 and 2 multiplied out, margin on or off). Each parameter
+  travels as two float32 halves (Triton passes Python floats as float32), which float64 kernels
+  add back together. Parameters of quantities a loss does not use are reset to their defaults.
 - Numerics: arithmetic in fp32 (fp64 for fp64 logits); ``-log p = softplus(-z)`` and
   ``-log(1-p) = softplus(z)`` with ``softplus(x) = max(x, 0) + log1p(exp(-|x|))`` and an accurate
   ``log1p`` (Goldberg's ``log(u) * e / (u - 1)``, no libdevice), so confident pixels keep their
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -54,17 +58,31 @@ from ._utils import FLOAT_DTYPES, accumulation_dtype, as_kernel_operand, block_a
 
 
 @triton.jit
-def _pow(x, G: tl.constexpr):
-    """``x ** G`` for ``x >= 0``: ``exp2(G log2 x)``, with ``x ** 0 = 1`` and ``0 ** G = 0`` (G > 0)."""
-    if G == 0.0:
+def _pow(x, g, FORM: tl.constexpr):
+    """``x ** g`` for ``x >= 0``: ``exp2(g log2 x)``, with ``x ** 0 = 1`` and ``0 ** g = 0`` (g > 0).
+
+    ``FORM`` (:func:`power_form` of ``g``) multiplies out the exponents 0, 1 and 2 at compile time;
+    any other exponent is the runtime value ``g``.
+    """
+    if FORM == 0:
         r = tl.full(x.shape, 1.0, x.dtype)
-    elif G == 1.0:
+    elif FORM == 1:
         r = x
-    elif G == 2.0:
+    elif FORM == 2:
         r = x * x
     else:
         pos = x > 0.0
-        r = tl.where(pos, tl.exp2(G * tl.log2(tl.where(pos, x, 1.0))), 0.0)
+        r = tl.where(pos, tl.exp2(g * tl.log2(tl.where(pos, x, 1.0))), 0.0)
+    return r
+
+
+@triton.jit
+def _param(hi, lo, FP64: tl.constexpr):
+    """A scalar parameter passed as two float32 halves: ``hi + lo`` in float64 kernels, ``hi`` else."""
+    if FP64:
+        r = tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
+    else:
+        r = tl.cast(hi, tl.float32)
     return r
 
 
@@ -110,33 +128,33 @@ def _q_sum_pp(p, q):
 
 
 @triton.jit
-def _q_fg_ce(p, q, qm, nlpm, t, G: tl.constexpr):
-    """FG_CE: ``t q^G (-log pm)``; derivative ``t q^G (pm - 1 - G p (-log pm))``, ``pm - 1 = -qm``."""
-    qg = _pow(q, G)
-    return t * qg * nlpm, t * qg * (-qm - G * p * nlpm)
+def _q_fg_ce(p, q, qm, nlpm, t, g, G_FORM: tl.constexpr):
+    """FG_CE: ``t q^g (-log pm)``; derivative ``t q^g (pm - 1 - g p (-log pm))``, ``pm - 1 = -qm``."""
+    qg = _pow(q, g, G_FORM)
+    return t * qg * nlpm, t * qg * (-qm - g * p * nlpm)
 
 
 @triton.jit
-def _q_bg_ce(p, q, nlq, t, G: tl.constexpr):
-    """BG_CE: ``(1-t) p^G (-log q)``; derivative ``(1-t) p^G (p + G q (-log q))``."""
-    pg = _pow(p, G)
-    return (1.0 - t) * pg * nlq, (1.0 - t) * pg * (p + G * q * nlq)
+def _q_bg_ce(p, q, nlq, t, g, G_FORM: tl.constexpr):
+    """BG_CE: ``(1-t) p^g (-log q)``; derivative ``(1-t) p^g (p + g q (-log q))``."""
+    pg = _pow(p, g, G_FORM)
+    return (1.0 - t) * pg * nlq, (1.0 - t) * pg * (p + g * q * nlq)
 
 
 @triton.jit
-def _q_el_fg(q, nlp, t, GCE: tl.constexpr, TINY: tl.constexpr):
-    """EL_FG: ``t (-log p)^GCE``; derivative ``-t GCE max(-log p, tiny)^(GCE-1) q``."""
-    return t * _pow(nlp, GCE), -t * GCE * _pow(tl.maximum(nlp, TINY), GCE - 1.0) * q
+def _q_el_fg(q, nlp, t, gce, GCE_FORM: tl.constexpr, GCE_M1_FORM: tl.constexpr, TINY: tl.constexpr):
+    """EL_FG: ``t (-log p)^gce``; derivative ``-t gce max(-log p, tiny)^(gce-1) q``."""
+    return t * _pow(nlp, gce, GCE_FORM), -t * gce * _pow(tl.maximum(nlp, TINY), gce - 1.0, GCE_M1_FORM) * q
 
 
 @triton.jit
-def _q_el_bg(p, nlq, t, GCE: tl.constexpr, TINY: tl.constexpr):
-    """EL_BG: ``(1-t) (-log q)^GCE``; derivative ``(1-t) GCE max(-log q, tiny)^(GCE-1) p``."""
-    return (1.0 - t) * _pow(nlq, GCE), (1.0 - t) * GCE * _pow(tl.maximum(nlq, TINY), GCE - 1.0) * p
+def _q_el_bg(p, nlq, t, gce, GCE_FORM: tl.constexpr, GCE_M1_FORM: tl.constexpr, TINY: tl.constexpr):
+    """EL_BG: ``(1-t) (-log q)^gce``; derivative ``(1-t) gce max(-log q, tiny)^(gce-1) p``."""
+    return (1.0 - t) * _pow(nlq, gce, GCE_FORM), (1.0 - t) * gce * _pow(tl.maximum(nlq, TINY), gce - 1.0, GCE_M1_FORM) * p
 
 
 @triton.jit
-def _q_dibe_fg(p, q, nlp, t, G: tl.constexpr, A: tl.constexpr):
+def _q_dibe_fg(p, q, nlp, t, g, a, G_FORM: tl.constexpr, A1_FORM: tl.constexpr):
     """DIBE_FG (seed 001 eq 16, y = 1): ``t q^G (-log p)`` where ``p >= 0.5``, else
     ``t (1-p^(1+A))^G (1+A) (-log p)``; ``yhat = [p >= 0.5]`` carries no gradient.
 
@@ -144,19 +162,20 @@ def _q_dibe_fg(p, q, nlp, t, G: tl.constexpr, A: tl.constexpr):
     in its branch, so the division is safe), ``(1+A) (G u^G (-(1+A) p^(1+A) q) / u (-log p) - u^G q)``.
     """
     yhat = p >= 0.5
-    qg = _pow(q, G)
+    qg = _pow(q, g, G_FORM)
     v_hit = qg * nlp
-    d_hit = qg * (-G * p * nlp - q)
-    pa = _pow(p, 1.0 + A)
+    d_hit = qg * (-g * p * nlp - q)
+    a1 = 1.0 + a
+    pa = _pow(p, a1, A1_FORM)
     u = tl.where(yhat, 1.0, 1.0 - pa)
-    ug = _pow(u, G)
-    v_miss = (1.0 + A) * ug * nlp
-    d_miss = (1.0 + A) * (G * ug * (-(1.0 + A) * pa * q) / u * nlp - ug * q)
+    ug = _pow(u, g, G_FORM)
+    v_miss = a1 * ug * nlp
+    d_miss = a1 * (g * ug * (-a1 * pa * q) / u * nlp - ug * q)
     return t * tl.where(yhat, v_hit, v_miss), t * tl.where(yhat, d_hit, d_miss)
 
 
 @triton.jit
-def _q_dibe_bg(p, q, nlq, t, G: tl.constexpr, B: tl.constexpr):
+def _q_dibe_bg(p, q, nlq, t, g, b, G_FORM: tl.constexpr, B1_FORM: tl.constexpr):
     """DIBE_BG (seed 001 eq 16, y = 0): ``(1-t) p^G (-log q)`` where ``p < 0.5``, else
     ``(1-t) (1-q^(1+B))^G (1+B) (-log q)``; ``yhat`` carries no gradient.
 
@@ -164,14 +183,15 @@ def _q_dibe_bg(p, q, nlq, t, G: tl.constexpr, B: tl.constexpr):
     ``(1+B) (G v^G ((1+B) q^(1+B) p) / v (-log q) + v^G p)``.
     """
     yhat = p >= 0.5
-    pg = _pow(p, G)
+    pg = _pow(p, g, G_FORM)
     v_rej = pg * nlq
-    d_rej = pg * (p + G * q * nlq)
-    qb = _pow(q, 1.0 + B)
+    d_rej = pg * (p + g * q * nlq)
+    b1 = 1.0 + b
+    qb = _pow(q, b1, B1_FORM)
     v = tl.where(yhat, 1.0 - qb, 1.0)
-    vg = _pow(v, G)
-    v_alarm = (1.0 + B) * vg * nlq
-    d_alarm = (1.0 + B) * (G * vg * ((1.0 + B) * qb * p) / v * nlq + vg * p)
+    vg = _pow(v, g, G_FORM)
+    v_alarm = b1 * vg * nlq
+    d_alarm = b1 * (g * vg * (b1 * qb * p) / v * nlq + vg * p)
     return (1.0 - t) * tl.where(yhat, v_alarm, v_rej), (1.0 - t) * tl.where(yhat, d_alarm, d_rej)
 
 
@@ -280,13 +300,16 @@ def _fused_loss_forward_kernel(
     z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, out_ptr,
     C, N, n_tiles,
     z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc,
+    g_fg_hi, g_fg_lo, m_hi, m_lo, g_bg_hi, g_bg_lo, gce_hi, gce_lo,
+    dibe_g_hi, dibe_g_lo, dibe_a_hi, dibe_a_lo, dibe_b_hi, dibe_b_lo,
     K: tl.constexpr,
     COL_TP: tl.constexpr, COL_SUM_P: tl.constexpr, COL_SUM_T: tl.constexpr, COL_SUM_PP: tl.constexpr,
     COL_SUM_TT: tl.constexpr, COL_COUNT: tl.constexpr, COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
     COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
     COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
-    G_FG: tl.constexpr, M: tl.constexpr, G_BG: tl.constexpr, GCE: tl.constexpr,
-    DIBE_G: tl.constexpr, DIBE_A: tl.constexpr, DIBE_B: tl.constexpr, TINY: tl.constexpr,
+    G_FG_FORM: tl.constexpr, HAS_MARGIN: tl.constexpr, G_BG_FORM: tl.constexpr, GCE_FORM: tl.constexpr,
+    GCE_M1_FORM: tl.constexpr, DIBE_G_FORM: tl.constexpr, DIBE_A1_FORM: tl.constexpr, DIBE_B1_FORM: tl.constexpr,
+    TINY: tl.constexpr,
     HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr,
     FP64: tl.constexpr, ATOMIC: tl.constexpr, PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
@@ -319,36 +342,41 @@ def _fused_loss_forward_kernel(
     if COL_COUNT >= 0:
         _emit(out_ptr, g, tile, n_tiles, tl.where(mask, 1.0, 0.0).to(z.dtype), mask, offs, inb, K, COL_COUNT, ATOMIC, PER_ELEMENT)
     if COL_FG_CE >= 0:
-        if M == 0.0:
-            v, _ = _q_fg_ce(p, q, q, nlp, t, G_FG)
+        g_fg = _param(g_fg_hi, g_fg_lo, FP64)
+        if HAS_MARGIN:
+            pm, qm, nlpm, _ = _sigmoid_forms(z - _param(m_hi, m_lo, FP64))
+            v, _ = _q_fg_ce(p, q, qm, nlpm, t, g_fg, G_FG_FORM)
         else:
-            pm, qm, nlpm, _ = _sigmoid_forms(z - M)
-            v, _ = _q_fg_ce(p, q, qm, nlpm, t, G_FG)
+            v, _ = _q_fg_ce(p, q, q, nlp, t, g_fg, G_FG_FORM)
         if HAS_WEIGHT:
             v = v * w
         _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_FG_CE, ATOMIC, PER_ELEMENT)
     if COL_BG_CE >= 0:
-        v, _ = _q_bg_ce(p, q, nlq, t, G_BG)
+        v, _ = _q_bg_ce(p, q, nlq, t, _param(g_bg_hi, g_bg_lo, FP64), G_BG_FORM)
         if HAS_WEIGHT:
             v = v * w
         _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_BG_CE, ATOMIC, PER_ELEMENT)
     if COL_EL_FG >= 0:
-        v, _ = _q_el_fg(q, nlp, t, GCE, TINY)
+        v, _ = _q_el_fg(q, nlp, t, _param(gce_hi, gce_lo, FP64), GCE_FORM, GCE_M1_FORM, TINY)
         if HAS_WEIGHT:
             v = v * w
         _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_EL_FG, ATOMIC, PER_ELEMENT)
     if COL_EL_BG >= 0:
-        v, _ = _q_el_bg(p, nlq, t, GCE, TINY)
+        v, _ = _q_el_bg(p, nlq, t, _param(gce_hi, gce_lo, FP64), GCE_FORM, GCE_M1_FORM, TINY)
         if HAS_WEIGHT:
             v = v * w
         _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_EL_BG, ATOMIC, PER_ELEMENT)
     if COL_DIBE_FG >= 0:
-        v, _ = _q_dibe_fg(p, q, nlp, t, DIBE_G, DIBE_A)
+        v, _ = _q_dibe_fg(
+            p, q, nlp, t, _param(dibe_g_hi, dibe_g_lo, FP64), _param(dibe_a_hi, dibe_a_lo, FP64), DIBE_G_FORM, DIBE_A1_FORM
+        )
         if HAS_WEIGHT:
             v = v * w
         _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_DIBE_FG, ATOMIC, PER_ELEMENT)
     if COL_DIBE_BG >= 0:
-        v, _ = _q_dibe_bg(p, q, nlq, t, DIBE_G, DIBE_B)
+        v, _ = _q_dibe_bg(
+            p, q, nlq, t, _param(dibe_g_hi, dibe_g_lo, FP64), _param(dibe_b_hi, dibe_b_lo, FP64), DIBE_G_FORM, DIBE_B1_FORM
+        )
         if HAS_WEIGHT:
             v = v * w
         _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_DIBE_BG, ATOMIC, PER_ELEMENT)
@@ -371,12 +399,15 @@ def _fused_loss_backward_kernel(
     z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, c_ptr, grad_ptr,
     C, N, n_tiles,
     z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc, c_sg, c_sk,
+    g_fg_hi, g_fg_lo, m_hi, m_lo, g_bg_hi, g_bg_lo, gce_hi, gce_lo,
+    dibe_g_hi, dibe_g_lo, dibe_a_hi, dibe_a_lo, dibe_b_hi, dibe_b_lo,
     COL_TP: tl.constexpr, COL_SUM_P: tl.constexpr, COL_SUM_PP: tl.constexpr,
     COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
     COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
     COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
-    G_FG: tl.constexpr, M: tl.constexpr, G_BG: tl.constexpr, GCE: tl.constexpr,
-    DIBE_G: tl.constexpr, DIBE_A: tl.constexpr, DIBE_B: tl.constexpr, TINY: tl.constexpr,
+    G_FG_FORM: tl.constexpr, HAS_MARGIN: tl.constexpr, G_BG_FORM: tl.constexpr, GCE_FORM: tl.constexpr,
+    GCE_M1_FORM: tl.constexpr, DIBE_G_FORM: tl.constexpr, DIBE_A1_FORM: tl.constexpr, DIBE_B1_FORM: tl.constexpr,
+    TINY: tl.constexpr,
     HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr,
     FP64: tl.constexpr, PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
@@ -403,36 +434,41 @@ def _fused_loss_backward_kernel(
         _, dv = _q_sum_pp(p, q)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_SUM_PP, PER_ELEMENT).to(z.dtype) * dv
     if COL_FG_CE >= 0:
-        if M == 0.0:
-            _, dv = _q_fg_ce(p, q, q, nlp, t, G_FG)
+        g_fg = _param(g_fg_hi, g_fg_lo, FP64)
+        if HAS_MARGIN:
+            pm, qm, nlpm, _ = _sigmoid_forms(z - _param(m_hi, m_lo, FP64))
+            _, dv = _q_fg_ce(p, q, qm, nlpm, t, g_fg, G_FG_FORM)
         else:
-            pm, qm, nlpm, _ = _sigmoid_forms(z - M)
-            _, dv = _q_fg_ce(p, q, qm, nlpm, t, G_FG)
+            _, dv = _q_fg_ce(p, q, q, nlp, t, g_fg, G_FG_FORM)
         if HAS_WEIGHT:
             dv = dv * w
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_FG_CE, PER_ELEMENT).to(z.dtype) * dv
     if COL_BG_CE >= 0:
-        _, dv = _q_bg_ce(p, q, nlq, t, G_BG)
+        _, dv = _q_bg_ce(p, q, nlq, t, _param(g_bg_hi, g_bg_lo, FP64), G_BG_FORM)
         if HAS_WEIGHT:
             dv = dv * w
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_BG_CE, PER_ELEMENT).to(z.dtype) * dv
     if COL_EL_FG >= 0:
-        _, dv = _q_el_fg(q, nlp, t, GCE, TINY)
+        _, dv = _q_el_fg(q, nlp, t, _param(gce_hi, gce_lo, FP64), GCE_FORM, GCE_M1_FORM, TINY)
         if HAS_WEIGHT:
             dv = dv * w
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_FG, PER_ELEMENT).to(z.dtype) * dv
     if COL_EL_BG >= 0:
-        _, dv = _q_el_bg(p, nlq, t, GCE, TINY)
+        _, dv = _q_el_bg(p, nlq, t, _param(gce_hi, gce_lo, FP64), GCE_FORM, GCE_M1_FORM, TINY)
         if HAS_WEIGHT:
             dv = dv * w
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_BG, PER_ELEMENT).to(z.dtype) * dv
     if COL_DIBE_FG >= 0:
-        _, dv = _q_dibe_fg(p, q, nlp, t, DIBE_G, DIBE_A)
+        _, dv = _q_dibe_fg(
+            p, q, nlp, t, _param(dibe_g_hi, dibe_g_lo, FP64), _param(dibe_a_hi, dibe_a_lo, FP64), DIBE_G_FORM, DIBE_A1_FORM
+        )
         if HAS_WEIGHT:
             dv = dv * w
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_DIBE_FG, PER_ELEMENT).to(z.dtype) * dv
     if COL_DIBE_BG >= 0:
-        _, dv = _q_dibe_bg(p, q, nlq, t, DIBE_G, DIBE_B)
+        _, dv = _q_dibe_bg(
+            p, q, nlq, t, _param(dibe_g_hi, dibe_g_lo, FP64), _param(dibe_b_hi, dibe_b_lo, FP64), DIBE_G_FORM, DIBE_B1_FORM
+        )
         if HAS_WEIGHT:
             dv = dv * w
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_DIBE_BG, PER_ELEMENT).to(z.dtype) * dv
@@ -476,6 +512,7 @@ QUANTITY_NAMES = tuple(q.name for q in Quantity)
 ZERO_DERIVATIVE = frozenset({Quantity.SUM_T, Quantity.SUM_TT, Quantity.COUNT})
 NEEDS_DISTANCE = frozenset({Quantity.D_FP, Quantity.D_SQERR})
 REDUCE_BLOCK_T = 64
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def normalize_quantities(quantities: Sequence[int]) -> tuple[int, ...]:
@@ -492,20 +529,66 @@ def normalize_quantities(quantities: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def kernel_params(quantities: Sequence[int], params: TermParams) -> dict[str, float]:
-    """The TermParams constexprs of a kernel, with those of unused quantities reset to defaults."""
+def power_form(g: float) -> int:
+    """The compile-time form of an exponent: 0, 1 and 2 are multiplied out, 3 is any other value."""
+    return {0.0: 0, 1.0: 1, 2.0: 2}.get(float(g), 3)
+
+
+def _read(quantities: Sequence[int], params: TermParams) -> TermParams:
     if not isinstance(params, TermParams):
         raise TypeError(f"params must be a fastseg.engine.spec.TermParams; got {type(params).__name__}")
-    kept = only_read(quantities, params)
+    return only_read(quantities, params)
+
+
+def kernel_forms(quantities: Sequence[int], params: TermParams) -> dict[str, int | bool]:
+    """The constexprs that the TermParams decide: which exponents are 0, 1 or 2, and whether a margin is on.
+
+    Only the form of a value is compiled in, never the value itself (that is a runtime argument,
+    :func:`kernel_scalars`), so a margin schedule or an alpha search reuses one compiled kernel;
+    parameters of quantities the kernel does not use are reset to their defaults first.
+    """
+    kept = _read(quantities, params)
     return {
-        "G_FG": float(kept.g_fg),
-        "M": float(kept.m),
-        "G_BG": float(kept.g_bg),
-        "GCE": float(kept.gce),
-        "DIBE_G": float(kept.dibe_g),
-        "DIBE_A": float(kept.dibe_alpha),
-        "DIBE_B": float(kept.dibe_beta),
+        "G_FG_FORM": power_form(kept.g_fg),
+        "HAS_MARGIN": kept.m != 0.0,
+        "G_BG_FORM": power_form(kept.g_bg),
+        "GCE_FORM": power_form(kept.gce),
+        "GCE_M1_FORM": power_form(kept.gce - 1.0),
+        "DIBE_G_FORM": power_form(kept.dibe_g),
+        "DIBE_A1_FORM": power_form(1.0 + kept.dibe_alpha),
+        "DIBE_B1_FORM": power_form(1.0 + kept.dibe_beta),
     }
+
+
+def split_float(x: float) -> tuple[float, float]:
+    """``x`` as two float32 values ``(hi, lo)``: ``hi = fp32(x)``, ``lo = fp32(x - hi)``.
+
+    Triton passes Python floats to a kernel as float32; float64 kernels read ``hi + lo``, which is
+    ``x`` to a relative 2**-48 (below the rounding of any float64 sum the kernel then makes).
+    """
+    x = float(x)
+    if not abs(x) <= FLOAT32_MAX:
+        raise ValueError(f"kernel parameters must be finite float32 numbers; got {x!r}")
+    hi = float(np.float32(x))
+    return hi, float(np.float32(x - hi))
+
+
+def kernel_scalars(quantities: Sequence[int], params: TermParams) -> dict[str, float]:
+    """The runtime scalar arguments ``<name>_hi``/``<name>_lo`` of the kernels (see :func:`split_float`)."""
+    kept = _read(quantities, params)
+    values = {
+        "g_fg": kept.g_fg,
+        "m": kept.m,
+        "g_bg": kept.g_bg,
+        "gce": kept.gce,
+        "dibe_g": kept.dibe_g,
+        "dibe_a": kept.dibe_alpha,
+        "dibe_b": kept.dibe_beta,
+    }
+    out = {}
+    for name, value in values.items():
+        out[f"{name}_hi"], out[f"{name}_lo"] = split_float(value)
+    return out
 
 
 def column_constexprs(columns: dict[int, int], names: Sequence[str] = QUANTITY_NAMES) -> dict[str, int]:
@@ -537,7 +620,7 @@ def forward_constexprs(
     return {
         "K": len(quantities),
         **column_constexprs(columns, FORWARD_COLUMN_NAMES),
-        **kernel_params(quantities, params),
+        **kernel_forms(quantities, params),
         "TINY": smallest_normal(torch.float64 if fp64 else torch.float32),
         "HAS_VALID": bool(has_valid),
         "HAS_WEIGHT": bool(has_weight and set(quantities) & WEIGHTED),
@@ -565,7 +648,7 @@ def backward_constexprs(
     diff = [k for k in quantities if k not in ZERO_DERIVATIVE]
     return {
         **column_constexprs(columns, BACKWARD_COLUMN_NAMES),
-        **kernel_params(diff, params),
+        **kernel_forms(diff, params),
         "TINY": smallest_normal(torch.float64 if fp64 else torch.float32),
         "HAS_VALID": bool(has_valid),
         "HAS_WEIGHT": bool(has_weight and set(diff) & WEIGHTED),
@@ -696,7 +779,7 @@ def fused_loss_forward(
         _launch(_fused_loss_forward_kernel, launch_wrapper)[(n_tiles,)](
             z, t, _or(valid, z), _or(weight, z), _or(distance, z), sums,
             C, N, n_tiles, *_strides(z, t, valid, weight, distance),
-            **constexprs, num_warps=warps,
+            **kernel_scalars(unique, params), **constexprs, num_warps=warps,
         )  # fmt: skip
     else:
         if deterministic and n_tiles > 1:
@@ -708,7 +791,7 @@ def fused_loss_forward(
         _launch(_fused_loss_forward_kernel, launch_wrapper)[(G * n_tiles,)](
             z, t, _or(valid, z), _or(weight, z), _or(distance, z), out,
             C, N, n_tiles, *_strides(z, t, valid, weight, distance),
-            **constexprs, num_warps=warps,
+            **kernel_scalars(unique, params), **constexprs, num_warps=warps,
         )  # fmt: skip
         if deterministic and n_tiles > 1:
             sums = torch.empty((G, K), dtype=acc_dtype, device=z.device)
@@ -778,7 +861,7 @@ def fused_loss_backward(
     _launch(_fused_loss_backward_kernel, launch_wrapper)[((1 if per_element else G) * n_tiles,)](
         z, t, _or(valid, z), _or(weight, z), _or(distance, z), coeffs, grad,
         C, N, n_tiles, *_strides(z, t, valid, weight, distance), coeffs.stride(0), coeffs.stride(1),
-        **constexprs, num_warps=warps,
+        **kernel_scalars(unique, params), **constexprs, num_warps=warps,
     )  # fmt: skip
     return grad
 

@@ -89,6 +89,28 @@ def test_lines_wider_than_one_sweep_tile_equal_scipy(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("density", [0.01, 0.3])
+def test_lanes_at_different_envelope_depths_equal_scipy(density, device):
+    """The envelope's lanes walk different lines in lockstep: sparse masks make some lanes pop
+    deep while others push (their vertex stacks interleave in scratch), and 61 lines per image
+    leave the last program of the strided pass with idle lanes."""
+    assert_matches_scipy(_masks((3, 61, 47), density, seed=13), (1.0, 1.0), device)
+
+
+@requires_cuda
+def test_cuda_edt_transient_memory_is_13_bytes_per_pixel():
+    """Two float32 maps and one int32 vertex buffer (12 B/px), plus the bool of the final inf fill."""
+    masks = _masks((4, 512, 384), 0.01, seed=2).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    edt_squared(masks, (1.0, 1.0))
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before
+    assert extra <= 13 * masks.numel() + 2**20, extra / masks.numel()
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("spacing", [(0.5, 2.0), (3.0, 1.0), (1.5, 0.7, 2.0)])
 def test_anisotropic_spacing_equals_scipy(spacing, device):
     shape = (2, 9, 11) if len(spacing) == 2 else (2, 5, 6, 7)

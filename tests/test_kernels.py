@@ -9,6 +9,8 @@ interpreted programs at most.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastseg.engine.spec import NUM_QUANTITIES, Quantity as Q, TermParams
-from fastseg.kernels.fused_loss import fused_loss_backward, fused_loss_forward
+from fastseg.kernels import fused_loss
+from fastseg.kernels.fused_loss import backward_constexprs, forward_constexprs, fused_loss_backward, fused_loss_forward
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ALL = tuple(range(NUM_QUANTITIES))
@@ -319,7 +322,8 @@ def test_deterministic_mode_is_bitwise_repeatable():
 _INT64_SCRIPT = r"""
 import json, sys, torch
 from fastseg.engine.spec import Quantity as Q, TermParams
-from fastseg.kernels.fused_loss import fused_loss_backward, fused_loss_forward
+from fastseg.kernels import fused_loss
+from fastseg.kernels.fused_loss import backward_constexprs, forward_constexprs, fused_loss_backward, fused_loss_forward
 device = sys.argv[1]
 values, t, coeffs = (torch.tensor(x) for x in json.loads(sys.stdin.read()))
 try:
@@ -439,6 +443,62 @@ def test_cuda_more_than_2_31_pixels():
     p = torch.sigmoid(torch.tensor(2.0)).item()
     assert grad[0, 0, -1].float().item() == pytest.approx(p * (1 - p), rel=1e-2)
     assert grad[0, 0, 0].float().item() == pytest.approx(p * (1 - p), rel=1e-2)
+
+
+# ------------------------------------------------------------------ parameters are runtime arguments
+
+#: Each parameter of ODD moved to another value of the same form (no exponent becomes 0, 1 or 2).
+ODD_MOVED = TermParams(g_fg=0.8, m=0.3, g_bg=2.5, gce=0.7, dibe_g=1.25, dibe_alpha=0.15, dibe_beta=0.45)
+
+
+@pytest.mark.parametrize("per_element", [False, True], ids=["groups", "per-element"])
+def test_a_new_parameter_value_needs_no_new_kernel(per_element):
+    """A margin schedule or an alpha search changes values, not forms: the constexprs (the compile
+    key, besides dtypes) stay the same, so every value runs the kernel compiled for the first."""
+    kw = dict(fp64=False, has_valid=True, has_weight=True, has_dist=True, block=256, per_element=per_element)
+    assert forward_constexprs(ALL, ODD, atomic=False, **kw) == forward_constexprs(ALL, ODD_MOVED, atomic=False, **kw)
+    assert backward_constexprs(ALL, ODD, **kw) == backward_constexprs(ALL, ODD_MOVED, **kw)
+    # the scalars do change, and exponents of 0, 1 and 2 are compiled in (a new form, one new kernel)
+    assert fused_loss.kernel_scalars(ALL, ODD) != fused_loss.kernel_scalars(ALL, ODD_MOVED)
+    squared = dataclasses.replace(ODD, g_bg=2.0)
+    assert forward_constexprs(ALL, ODD, atomic=False, **kw) != forward_constexprs(ALL, squared, atomic=False, **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_parameter_values_reach_the_kernel_at_run_time(dtype):
+    """Two parameter sets of one form through the same specialisation: each matches the oracle of
+    its own values (a value baked in from the first call would fail the second)."""
+    z, t = make_inputs((2, 1, 300), dtype=dtype, seed=5)
+    rtol = 1e-12 if dtype == torch.float64 else 2e-5
+    for params in (ODD, ODD_MOVED):
+        run_and_compare(z, t, ALL, params, rtol_fwd=rtol, rtol_bwd=rtol, distance=torch.rand_like(z), name=str(params))
+
+
+@pytest.mark.parametrize("x", [0.1, 1 / 3, 0.75, 2.0, 1e-20, 12345.678, 3e38])
+def test_split_float_carries_float64_parameters_in_two_float32_halves(x):
+    import numpy as np
+
+    hi, lo = fused_loss.split_float(x)
+    assert float(np.float32(hi)) == hi and float(np.float32(lo)) == lo
+    assert abs((hi + lo) - x) <= 2.0**-48 * abs(x)
+
+
+@pytest.mark.parametrize("x", [float("inf"), float("nan"), 1e39])
+def test_split_float_rejects_values_float32_cannot_carry(x):
+    with pytest.raises(ValueError, match="finite float32"):
+        fused_loss.split_float(x)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_a_margin_schedule_compiles_one_kernel():
+    z, t = make_inputs((2, 1, 4096))
+    kernel = fused_loss._fused_loss_forward_kernel
+    cache = kernel.device_caches[torch.cuda.current_device()][0]
+    for m in (0.25, 0.5, 0.75, 1.0):
+        fused_loss_forward(z, t, quantities=(Q.FG_CE, Q.BG_CE, Q.COUNT), params=TermParams(m=m, g_bg=2.0))
+        if m == 0.25:
+            compiled = len(cache)
+    assert len(cache) == compiled
 
 
 # ------------------------------------------------------------------ one group per element

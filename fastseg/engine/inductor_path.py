@@ -12,7 +12,9 @@ codegen fuses the pass into one loop over the pixels (vectorised, on torch's Ope
 The primitives are recomputed at each use (:class:`_Pixels`) so that Inductor keeps them in
 registers instead of full-size buffers; the DIBE quantities still materialise two (their
 ``1 - p^(1+a)`` is reused by several terms). One compiled function per (pass, quantities, params,
-which optional maps are given, dtypes), cached for the life of the process; each gets its own
+which optional maps are given, dtypes), cached for the life of the process (so a hyperparameter
+that changes every step compiles every step: the parameters are Python constants of the traced
+formulas; the Triton kernels take them as runtime arguments instead); each gets its own
 code object so the variants do not share Dynamo's per-function recompile limit. The first call
 of a variant compiles it (seconds; Inductor's on-disk cache makes later processes faster).
 
