@@ -8,8 +8,12 @@ Every loss compiles two small C++ kernels on first use (a few seconds each on 2 
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastseg.functional as FS
 import fastseg.reference as R
@@ -117,3 +121,65 @@ def test_dispatch_mode_runs_eager_and_leaves_compiled_fn_usable():
     after = FS.dice(z64.float(), t8, backend="inductor")
     torch.testing.assert_close(under_mode.double(), expected, rtol=2e-5, atol=1e-6)
     torch.testing.assert_close(after.double(), expected, rtol=2e-5, atol=1e-6)
+
+
+def test_a_hyperparameter_schedule_compiles_once():
+    """The parameter values are an input of the compiled passes, not constants traced into them:
+    three margins and two DIBE alphas compile one forward and one backward pass per loss (Dynamo
+    counts no new graph), and every value still matches its own float64 reference."""
+    from torch._dynamo.utils import counters
+
+    z64, t64, _ = data()
+    cases = [(FS.hybrid_focal_margin, R.hybrid_focal_margin, "m", (0.35, 0.8, 1.25)),
+             (FS.dibe, R.dibe, "alpha", (0.15, 0.45))]
+    for fused, ref, name, values in cases:
+        for i, value in enumerate(values):
+            z = z64.float().requires_grad_()
+            out = fused(z, t64.float(), backend="inductor", **{name: value})
+            out.backward()
+            if i == 0:
+                graphs = counters["stats"]["unique_graphs"]
+            zr = z64.clone().requires_grad_()
+            expected = ref(zr, t64, **{name: value})
+            expected.backward()
+            torch.testing.assert_close(out.double(), expected.detach(), rtol=2e-5, atol=1e-6)
+            torch.testing.assert_close(z.grad.double(), zr.grad, rtol=1e-4, atol=1e-5 * zr.grad.abs().max().item())
+        assert counters["stats"]["unique_graphs"] == graphs, f"{fused.__name__}: a new {name} compiled a new graph"
+
+
+_SPECIAL_OR_NOT = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 0.3, 0.75, 2.5]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(_SPECIAL_OR_NOT), min_size=7, max_size=7), st.integers(0, 2**31 - 1))
+def test_the_forms_decide_every_branch_of_the_formulas(values, seed):
+    """The contract the compiled passes rest on: formulas branched for one parameter set and fed the
+    numbers of another with equal :func:`param_forms` give exactly what the second set gives alone
+    (a branch on anything but the forms would take the wrong expression)."""
+    from fastseg.engine import torch_path as tp
+    from fastseg.engine.spec import NUM_QUANTITIES, TermParams
+
+    fields = list(TermParams.__dataclass_fields__)
+    values[fields.index("gce")] = values[fields.index("gce")] or 0.5  # the EL exponent is > 0 (exp_log checks it)
+    numbers = TermParams(**dict(zip(fields, values)))
+    rng = random.Random(seed)
+    others = {  # every non-special value swapped for another non-special one
+        f: v if v in tp.SPECIAL_VALUES[f] else rng.choice([x for x in _SPECIAL_OR_NOT + [0.9, 1.7]
+                                                           if x not in tp.SPECIAL_VALUES[f] and x != v])
+        for f, v in zip(fields, values)
+    }
+    branches = TermParams(**others)
+    assert tp.param_forms(branches) == tp.param_forms(numbers)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(2, 300, generator=g, dtype=torch.float64) * 4
+    t = torch.rand(2, 300, generator=g, dtype=torch.float64)
+    d = torch.rand(2, 300, generator=g, dtype=torch.float64)
+    qs = tuple(range(NUM_QUANTITIES))
+    coef = {k: torch.randn(2, 1, generator=g, dtype=torch.float64) for k in qs if k not in tp._CONSTANT}
+
+    def chunk(params, values=None):
+        return tp._Chunk(z, t, None, None, d, params, torch.float64, values)
+
+    assert torch.equal(torch.stack(tp._chunk_sums(chunk(branches, numbers), qs)),
+                       torch.stack(tp._chunk_sums(chunk(numbers), qs)))
+    assert torch.equal(tp._chunk_grad(chunk(branches, numbers), qs, coef), tp._chunk_grad(chunk(numbers), qs, coef))

@@ -11,10 +11,11 @@ on the whole ``[B*C, N]`` tensors) inside a ``torch.compile``d function, so Indu
 codegen fuses the pass into one loop over the pixels (vectorised, on torch's OpenMP threads).
 The primitives are recomputed at each use (:class:`_Pixels`) so that Inductor keeps them in
 registers instead of full-size buffers; the DIBE quantities still materialise two (their
-``1 - p^(1+a)`` is reused by several terms). One compiled function per (pass, quantities, params,
-which optional maps are given, dtypes), cached for the life of the process (so a hyperparameter
-that changes every step compiles every step: the parameters are Python constants of the traced
-formulas; the Triton kernels take them as runtime arguments instead); each gets its own
+``1 - p^(1+a)`` is reused by several terms). One compiled function per (pass, quantities, forms of the params
+(:func:`.torch_path.param_forms`: which special cases such as a zero margin or a squared focal
+term the formulas take), which optional maps are given, dtypes), cached for the life of the
+process; the parameter values are an input tensor of the compiled pass, so a margin schedule or
+an alpha search compiles once; each gets its own
 code object so the variants do not share Dynamo's per-function recompile limit. The first call
 of a variant compiles it (seconds; Inductor's on-disk cache makes later processes faster).
 
@@ -68,7 +69,7 @@ for _name, _attr in vars(tp._Chunk).items():
 
 
 def _forward_fn(qs, params: TermParams, dtype: torch.dtype):
-    def forward(z, t, valid, weight, distance):
+    def forward(z, t, valid, weight, distance, values):
         B, C, N = z.shape
         G = B * C
         nb = -(-N // BLOCK) if N > BLOCK else 1
@@ -86,7 +87,8 @@ def _forward_fn(qs, params: TermParams, dtype: torch.dtype):
         v = rows(valid, False)
         if v is None and pad:  # the padded pixels are ignored
             v = torch.arange(nb * L, device=z.device).lt(N).expand(G, nb * L).reshape(G * nb, L)
-        c = _Pixels(rows(z, 0.0), rows(t, 0), v, rows(weight, 0.0), rows(distance, 0.0), params, dtype)
+        c = _Pixels(rows(z, 0.0), rows(t, 0), v, rows(weight, 0.0), rows(distance, 0.0), params, dtype,
+                    TermParams(*values.unbind(0)))
         parts = torch.stack(tp._chunk_sums(c, qs), dim=-1)  # [G * nb, K]
         return parts.to(torch.float64).reshape(G, nb, len(qs)).sum(dim=1).to(dtype)
 
@@ -94,11 +96,12 @@ def _forward_fn(qs, params: TermParams, dtype: torch.dtype):
 
 
 def _backward_fn(qs, params: TermParams, dtype: torch.dtype, live):
-    def backward(z, t, coeffs, valid, weight, distance):
+    def backward(z, t, coeffs, valid, weight, distance, values):
         B, C, N = z.shape
         G = B * C
         rows = lambda x: None if x is None else x.reshape(G, N)  # noqa: E731
-        c = _Pixels(rows(z), rows(t), rows(valid), rows(weight), rows(distance), params, dtype)
+        c = _Pixels(rows(z), rows(t), rows(valid), rows(weight), rows(distance), params, dtype,
+                    TermParams(*values.unbind(0)))
         coeffs = coeffs.to(dtype)
         coef: dict = {}
         for i in live:
@@ -119,7 +122,12 @@ def _compiled(kind: str, key: tuple, make):
 
 def _key(qs, params, z, t, valid, weight, distance) -> tuple:
     dt = lambda x: None if x is None else x.dtype  # noqa: E731
-    return (qs, params, z.dtype, t.dtype, dt(valid), dt(weight), dt(distance))
+    return (qs, tp.param_forms(params), z.dtype, t.dtype, dt(valid), dt(weight), dt(distance))
+
+
+def _values(params: TermParams, dtype: torch.dtype) -> Tensor:
+    """The parameters as one tensor, an input of the compiled pass (so a new value is not a recompile)."""
+    return torch.tensor([getattr(params, f) for f in TermParams.__dataclass_fields__], dtype=dtype)
 
 
 def _under_dispatch_mode() -> bool:
@@ -152,7 +160,7 @@ def fused_loss_forward(
                                      distance=distance, deterministic=deterministic)
     dtype = tp.compute_dtype(z)
     fn = _compiled("fwd", _key(qs, params, z, t, valid, weight, distance), lambda: _forward_fn(qs, params, dtype))
-    return fn(z, t, valid, weight, distance)
+    return fn(z, t, valid, weight, distance, _values(params, dtype))
 
 
 def fused_loss_backward(
@@ -179,4 +187,4 @@ def fused_loss_backward(
     dtype = tp.compute_dtype(z)
     key = _key(qs, params, z, t, valid, weight, distance) + (coeffs.dtype,)
     fn = _compiled("bwd", key, lambda: _backward_fn(qs, params, dtype, live))
-    return fn(z, t, coeffs, valid, weight, distance)
+    return fn(z, t, coeffs, valid, weight, distance, _values(params, dtype))

@@ -95,8 +95,12 @@ def _serial_ops(device: torch.device):
             torch.set_num_threads(n)
 
 
-def _pow(x: Tensor, g: float) -> Tensor | None:
-    """``x ** g`` for ``x >= 0``; ``None`` stands for 1 (g = 0); ``0 ** g = 0`` for g > 0."""
+def _pow(x: Tensor, g: float, value: float | Tensor | None = None) -> Tensor | None:
+    """``x ** g`` for ``x >= 0``; ``None`` stands for 1 (g = 0); ``0 ** g = 0`` for g > 0.
+
+    ``g`` picks the form (0, 1, 2 and 0.5 are special-cased); ``value`` (default ``g``) is the
+    exponent actually used by the general form: a 0-d tensor under :mod:`.inductor_path`.
+    """
     if g == 0:
         return None
     if g == 1:
@@ -105,7 +109,40 @@ def _pow(x: Tensor, g: float) -> Tensor | None:
         return x * x
     if g == 0.5:
         return torch.sqrt(x)
-    return torch.pow(x, g)
+    return torch.pow(x, g if value is None else value)
+
+
+def _addcmul(a: Tensor, b: Tensor, c: Tensor, value: float | Tensor) -> Tensor:
+    """``a + value * b * c`` (``torch.addcmul`` takes only a Python number as ``value``)."""
+    if isinstance(value, Tensor):
+        return a + b * c * value
+    return torch.addcmul(a, b, c, value=value)
+
+
+def _expm1(x: float | Tensor) -> float | Tensor:
+    return torch.expm1(x) if isinstance(x, Tensor) else math.expm1(x)
+
+
+#: The values of each TermParams field at which the formulas below take a special form (the
+#: branches compare a field, or the field minus 1, with these); elsewhere only its value matters.
+SPECIAL_VALUES = {
+    "g_fg": (0.0, 0.5, 1.0, 2.0),
+    "m": (0.0,),
+    "g_bg": (0.0, 0.5, 1.0, 2.0),
+    "gce": (0.0, 0.5, 1.0, 2.0),
+    "dibe_g": (0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
+    "dibe_alpha": (),
+    "dibe_beta": (),
+}
+
+
+def param_forms(params: TermParams) -> tuple:
+    """What decides the branches of the formulas for ``params``: two parameter sets with equal
+    forms evaluate the same expressions, with different numbers."""
+    return tuple(
+        value if value in SPECIAL_VALUES[name] else None
+        for name, value in ((f, getattr(params, f)) for f in TermParams.__dataclass_fields__)
+    )
 
 
 def _mul(a: Tensor, b: Tensor | None) -> Tensor:
@@ -135,9 +172,10 @@ class cached_property:  # noqa: N801
 class _Chunk:
     """The inputs of one chunk ``[R, L]`` and the primitives derived from them, each made once."""
 
-    def __init__(self, z, t, valid, weight, distance, params: TermParams, dtype):
+    def __init__(self, z, t, valid, weight, distance, params: TermParams, dtype, values=None):
         self.dtype = dtype
-        self.params = params
+        self.params = params  # decides the branches (only through param_forms)
+        self.val = params if values is None else values  # the numbers (0-d tensors under inductor_path)
         self.z = z.to(dtype)
         self.v = None if valid is None else valid.to(dtype)
         if valid is None:
@@ -183,7 +221,7 @@ class _Chunk:
 
     @cached_property
     def _h(self) -> Tensor:  # q (exp(m) - 1)
-        return self.q * math.expm1(self.params.m)
+        return self.q * _expm1(self.val.m)
 
     @cached_property
     def spnm(self) -> Tensor:  # -log sigmoid(z - m)
@@ -199,11 +237,11 @@ class _Chunk:
 
     @cached_property
     def focal_fg(self) -> Tensor | None:  # (1-p)^g_fg
-        return _pow(self.q, self.params.g_fg)
+        return _pow(self.q, self.params.g_fg, self.val.g_fg)
 
     @cached_property
     def focal_bg(self) -> Tensor | None:  # p^g_bg
-        return _pow(self.p, self.params.g_bg)
+        return _pow(self.p, self.params.g_bg, self.val.g_bg)
 
     @cached_property
     def yhat(self) -> Tensor:
@@ -222,17 +260,17 @@ class _Chunk:
 
     def el(self, base: Tensor) -> Tensor:
         gce = self.params.gce
-        return base if gce == 1 else _pow(base.clamp_min(torch.finfo(self.dtype).tiny), gce)
+        return base if gce == 1 else _pow(base.clamp_min(torch.finfo(self.dtype).tiny), gce, self.val.gce)
 
     def _dibe_parts(self, fg: bool):
         """(hit value, miss/alarm value, u) of DIBE_FG (``fg``) or DIBE_BG."""
-        g = self.params.dibe_g
-        a1 = 1.0 + (self.params.dibe_alpha if fg else self.params.dibe_beta)
+        g, g_val = self.params.dibe_g, self.val.dibe_g
+        a1 = 1.0 + (self.val.dibe_alpha if fg else self.val.dibe_beta)
         nl = self.spn if fg else self.spp  # -log p  or  -log(1-p)
         focus = self.q if fg else self.p  # hit focusing base
         u = torch.expm1(nl * -a1).neg_().clamp_min_(torch.finfo(self.dtype).tiny)  # 1 - p^(1+a)
-        hit = _mul(nl, _pow(focus, g))
-        miss = _mul(nl * a1, _pow(u, g))
+        hit = _mul(nl, _pow(focus, g, g_val))
+        miss = _mul(nl * a1, _pow(u, g, g_val))
         return hit, miss, u, nl, a1
 
     def dibe(self, fg: bool) -> Tensor:
@@ -392,23 +430,23 @@ def _chunk_grad(c: _Chunk, qs, coef: dict) -> Tensor:
     if Q.FG_CE in coef:  # t w (1-p)^g (pm - 1 - g p (-lpm))
         d = c.pm - 1.0
         if pr.g_fg != 0:
-            d = d.sub_(c.p * c.spnm * pr.g_fg)
+            d = d.sub_(c.p * c.spnm * c.val.g_fg)
         d = _mul(d, c.focal_fg).mul_(c.tw).mul_(coef[Q.FG_CE])
         grad = add(grad, d)
     if Q.BG_CE in coef:  # (1-t) w p^g (p + g q (-lq))
-        d = c.p if pr.g_bg == 0 else torch.addcmul(c.p, c.q, c.spp, value=pr.g_bg)
+        d = c.p if pr.g_bg == 0 else _addcmul(c.p, c.q, c.spp, c.val.g_bg)
         d = _mul(d, c.focal_bg)
         d = (d * c.ntw) if d is c.p else d.mul_(c.ntw)
         grad = add(grad, d.mul_(coef[Q.BG_CE]))
     if Q.EL_FG in coef:  # t w gce (-lp)^(gce-1) (p - 1)
-        d = c.q * (-pr.gce)
+        d = c.q * (-c.val.gce)
         if pr.gce != 1:
-            d.mul_(c.spn.clamp_min(torch.finfo(c.dtype).tiny).pow_(pr.gce - 1))
+            d.mul_(c.spn.clamp_min(torch.finfo(c.dtype).tiny).pow_(c.val.gce - 1))
         grad = add(grad, d.mul_(c.tw).mul_(coef[Q.EL_FG]))
     if Q.EL_BG in coef:  # (1-t) w gce (-lq)^(gce-1) p
-        d = c.p * pr.gce
+        d = c.p * c.val.gce
         if pr.gce != 1:
-            d.mul_(c.spp.clamp_min(torch.finfo(c.dtype).tiny).pow_(pr.gce - 1))
+            d.mul_(c.spp.clamp_min(torch.finfo(c.dtype).tiny).pow_(c.val.gce - 1))
         grad = add(grad, d.mul_(c.ntw).mul_(coef[Q.EL_BG]))
     if Q.DIBE_FG in coef:
         grad = add(grad, _dibe_grad(c, True).mul_(c.tw).mul_(coef[Q.DIBE_FG]))
@@ -427,21 +465,21 @@ def _dibe_grad(c: _Chunk, fg: bool) -> Tensor:
     bg, hit (p < .5):    p^g (p + g q (-lq))
     bg, alarm:           (1+b) p [g (1+b) (1-u) u^(g-1) (-lq) + u^g],        u = 1 - (1-p)^(1+b)
     """
-    g = c.params.dibe_g
+    g, g_val = c.params.dibe_g, c.val.dibe_g
     _, _, u, nl, a1 = c._dibe_parts(fg)
     if fg:
-        hit = -c.q if g == 0 else (c.q + c.p * c.spn * g).neg_()
-        hit = _mul(hit, _pow(c.q, g))
+        hit = -c.q if g == 0 else (c.q + c.p * c.spn * g_val).neg_()
+        hit = _mul(hit, _pow(c.q, g, g_val))
         outer = c.q * -a1
     else:
-        hit = c.p if g == 0 else torch.addcmul(c.p, c.q, c.spp, value=g)
-        hit = _mul(hit, _pow(c.p, g))
+        hit = c.p if g == 0 else _addcmul(c.p, c.q, c.spp, g_val)
+        hit = _mul(hit, _pow(c.p, g, g_val))
         outer = c.p * a1
     if g == 0:
         miss = outer
     else:
-        inner = _mul(torch.rsub(u, 1.0).mul_(nl), _pow(u, g - 1)).mul_(g * a1)
-        miss = inner.add_(_pow(u, g)).mul_(outer)
+        inner = _mul(torch.rsub(u, 1.0).mul_(nl), _pow(u, g - 1, g_val - 1)).mul_(g_val * a1)
+        miss = inner.add_(_pow(u, g, g_val)).mul_(outer)
     use_hit = c.yhat if fg else ~c.yhat
     return torch.where(use_hit, hit, miss)
 
