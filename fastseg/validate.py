@@ -8,8 +8,10 @@ contender's (possibly fp16/bf16-rounded) logits, so the comparison measures the 
 arithmetic, not the rounding of its inputs.
 
 Variants per loss and dtype: odd sizes (2x1x37x53, 1x1x1x1, 3x2x9x17, a 3-D 1x1x5x7x9), scope
-"image" and "batch" (for losses with a ``scope``), hard uint8 labels, soft float labels, and an
-ignore mask (20 % of the pixels). Variants the reference itself rejects (e.g. C > 1 for a
+"image" and "batch" (for losses with a ``scope``), hard uint8 labels, soft float labels, an
+ignore mask (20 % of the pixels), and, for the losses with per-pixel hyperparameters, other
+values of them (:data:`PARAMETER_VALUES`) run after the defaults in the same process: the CUDA
+kernels take these values at run time, and a kernel that kept the first value would fail there. Variants the reference itself rejects (e.g. C > 1 for a
 binary-only loss) are reported as ``n/a``.
 
 Errors (``reduction="mean"``, upstream gradient 1.7):
@@ -54,6 +56,21 @@ TOLERANCES = {
 }
 
 SIZES = ((2, 1, 37, 53), (1, 1, 1, 1), (3, 2, 9, 17), (1, 1, 5, 7, 9))
+
+#: Hyperparameters read per pixel (margins, focal and EL exponents, DIBE alpha), each set of the
+#: same form as the defaults (no exponent becomes 0, 1 or 2; margins stay nonzero), so on CUDA
+#: they run the kernel compiled for the defaults with new runtime values.
+PARAMETER_VALUES: dict[str, tuple[dict, ...]] = {
+    "asymmetric_margin": ({"m": 1.3},),
+    "asymmetric_focal_margin": ({"m": 1.3},),
+    "focal_margin": ({"m": 1.3},),
+    "hybrid_focal_margin": ({"m": 1.3},),
+    "hybrid_focal_margin_distance": ({"m": 1.3},),
+    "el_ce": ({"gamma_ce": 0.3}, {"gamma_ce": 0.6}),
+    "unified_focal": ({"gamma": 0.3},),
+    "dibe_dis": ({"alpha": 0.6},),
+    "dibe": ({"alpha": 0.6},),
+}
 QUICK_SIZES = ((2, 1, 13, 19),)
 LABELS = ("hard", "soft", "ignore")
 
@@ -73,6 +90,7 @@ class Row:
     grad_abs: float = math.nan
     grad_rel: float = math.nan
     message: str = ""
+    params: dict = field(default_factory=dict)  # hyperparameters other than the defaults
 
 
 @dataclass
@@ -179,12 +197,12 @@ def _value_and_grad(fn, z, target, kwargs):
     return loss.detach(), grad.detach()
 
 
-def compare(loss_name, ref_fn, fn, shape, dtype, scope, labels, device, seed=0) -> Row:
+def compare(loss_name, ref_fn, fn, shape, dtype, scope, labels, device, seed=0, params=None) -> Row:
     """Run ``fn`` and the float64 reference on one variant; return the errors and the verdict."""
     dname = str(dtype).removeprefix("torch.")
-    row = Row(loss_name, dname, tuple(shape), scope, labels, "n/a")
+    row = Row(loss_name, dname, tuple(shape), scope, labels, "n/a", params=dict(params or {}))
     z, target, ignore = _inputs(shape, dtype, labels, device, seed)
-    kwargs = {}
+    kwargs = dict(params or {})
     if scope is not None:
         kwargs["scope"] = scope
     if ignore is not None:
@@ -265,11 +283,12 @@ def run(
         ref_fn = getattr(reference, name)
         fn = lookup(name)
         scopes = ("image", "batch") if "scope" in inspect.signature(ref_fn).parameters else (None,)
-        variants = [(s, sc, "hard") for s in sizes for sc in scopes]
-        variants += [(sizes[0], sc, lab) for lab in LABELS[1:] for sc in scopes]
+        variants = [(s, sc, "hard", None) for s in sizes for sc in scopes]
+        variants += [(sizes[0], sc, lab, None) for lab in LABELS[1:] for sc in scopes]
+        variants += [(sizes[0], sc, "hard", prm) for prm in PARAMETER_VALUES.get(name, ()) for sc in scopes]
         for dname in dtypes:
-            for shape, scope, labels in variants:
-                report.rows.append(compare(name, ref_fn, fn, shape, DTYPES[dname], scope, labels, device))
+            for shape, scope, labels, params in variants:
+                report.rows.append(compare(name, ref_fn, fn, shape, DTYPES[dname], scope, labels, device, params=params))
             if progress:
                 progress(f"{name} {dname}")
     return report
@@ -312,6 +331,7 @@ def summary_table(report: Report, verbose: bool = False) -> str:
         out.append("")
         for r in shown:
             scope = f" scope={r.scope}" if r.scope else ""
+            scope += "".join(f" {k}={v}" for k, v in r.params.items())
             out.append(f"{r.status:11s} {r.loss} {r.dtype} {list(r.shape)}{scope} {r.labels}: "
                        f"value {_fmt(r.value_abs)} grad {_fmt(r.grad_rel)} {r.message}".rstrip())
     n_fail = len(report.failed)

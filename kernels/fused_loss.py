@@ -87,6 +87,19 @@ def _param(hi, lo, FP64: tl.constexpr):
 
 
 @triton.jit
+def _params(
+    g_fg_hi, g_fg_lo, m_hi, m_lo, g_bg_hi, g_bg_lo, gce_hi, gce_lo,
+    dibe_g_hi, dibe_g_lo, dibe_a_hi, dibe_a_lo, dibe_b_hi, dibe_b_lo, FP64: tl.constexpr,
+):  # fmt: skip
+    """The seven TermParams in the compute dtype (those a kernel does not read are dead code)."""
+    return (
+        _param(g_fg_hi, g_fg_lo, FP64), _param(m_hi, m_lo, FP64), _param(g_bg_hi, g_bg_lo, FP64),
+        _param(gce_hi, gce_lo, FP64), _param(dibe_g_hi, dibe_g_lo, FP64), _param(dibe_a_hi, dibe_a_lo, FP64),
+        _param(dibe_b_hi, dibe_b_lo, FP64),
+    )  # fmt: skip
+
+
+@triton.jit
 def _log1p(e):
     """``log(1 + e)`` for ``e >= 0``, accurate for tiny ``e`` without libdevice (Goldberg 1991)."""
     u = 1.0 + e
@@ -260,7 +273,8 @@ def _load_tile(
 
     ``inb``: the lanes inside the row; ``mask``: those that are also valid. ``z, t, w, d`` are in
     the compute dtype (float64 for ``FP64``, else float32), masked lanes 0; ``w`` is 1 and ``d`` is
-    0 when absent (their constexpr switch is off, so they are never read).
+    0 when absent (their constexpr switch is off, so they are never read, and the constant ``w``
+    folds out of ``v * w``).
     """
     pid = tl.program_id(0).to(tl.int64)
     g = pid // n_tiles
@@ -325,6 +339,10 @@ def _fused_loss_forward_kernel(
     )  # fmt: skip
 
     p, q, nlp, nlq = _sigmoid_forms(z)
+    g_fg, m, g_bg, gce, dibe_g, dibe_a, dibe_b = _params(
+        g_fg_hi, g_fg_lo, m_hi, m_lo, g_bg_hi, g_bg_lo, gce_hi, gce_lo,
+        dibe_g_hi, dibe_g_lo, dibe_a_hi, dibe_a_lo, dibe_b_hi, dibe_b_lo, FP64,
+    )  # fmt: skip
 
     if COL_TP >= 0:
         v, _ = _q_tp(p, q, t)
@@ -342,44 +360,27 @@ def _fused_loss_forward_kernel(
     if COL_COUNT >= 0:
         _emit(out_ptr, g, tile, n_tiles, tl.where(mask, 1.0, 0.0).to(z.dtype), mask, offs, inb, K, COL_COUNT, ATOMIC, PER_ELEMENT)
     if COL_FG_CE >= 0:
-        g_fg = _param(g_fg_hi, g_fg_lo, FP64)
         if HAS_MARGIN:
-            pm, qm, nlpm, _ = _sigmoid_forms(z - _param(m_hi, m_lo, FP64))
+            pm, qm, nlpm, _ = _sigmoid_forms(z - m)
             v, _ = _q_fg_ce(p, q, qm, nlpm, t, g_fg, G_FG_FORM)
         else:
             v, _ = _q_fg_ce(p, q, q, nlp, t, g_fg, G_FG_FORM)
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_FG_CE, ATOMIC, PER_ELEMENT)
+        _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_FG_CE, ATOMIC, PER_ELEMENT)
     if COL_BG_CE >= 0:
-        v, _ = _q_bg_ce(p, q, nlq, t, _param(g_bg_hi, g_bg_lo, FP64), G_BG_FORM)
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_BG_CE, ATOMIC, PER_ELEMENT)
+        v, _ = _q_bg_ce(p, q, nlq, t, g_bg, G_BG_FORM)
+        _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_BG_CE, ATOMIC, PER_ELEMENT)
     if COL_EL_FG >= 0:
-        v, _ = _q_el_fg(q, nlp, t, _param(gce_hi, gce_lo, FP64), GCE_FORM, GCE_M1_FORM, TINY)
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_EL_FG, ATOMIC, PER_ELEMENT)
+        v, _ = _q_el_fg(q, nlp, t, gce, GCE_FORM, GCE_M1_FORM, TINY)
+        _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_EL_FG, ATOMIC, PER_ELEMENT)
     if COL_EL_BG >= 0:
-        v, _ = _q_el_bg(p, nlq, t, _param(gce_hi, gce_lo, FP64), GCE_FORM, GCE_M1_FORM, TINY)
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_EL_BG, ATOMIC, PER_ELEMENT)
+        v, _ = _q_el_bg(p, nlq, t, gce, GCE_FORM, GCE_M1_FORM, TINY)
+        _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_EL_BG, ATOMIC, PER_ELEMENT)
     if COL_DIBE_FG >= 0:
-        v, _ = _q_dibe_fg(
-            p, q, nlp, t, _param(dibe_g_hi, dibe_g_lo, FP64), _param(dibe_a_hi, dibe_a_lo, FP64), DIBE_G_FORM, DIBE_A1_FORM
-        )
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_DIBE_FG, ATOMIC, PER_ELEMENT)
+        v, _ = _q_dibe_fg(p, q, nlp, t, dibe_g, dibe_a, DIBE_G_FORM, DIBE_A1_FORM)
+        _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_DIBE_FG, ATOMIC, PER_ELEMENT)
     if COL_DIBE_BG >= 0:
-        v, _ = _q_dibe_bg(
-            p, q, nlq, t, _param(dibe_g_hi, dibe_g_lo, FP64), _param(dibe_b_hi, dibe_b_lo, FP64), DIBE_G_FORM, DIBE_B1_FORM
-        )
-        if HAS_WEIGHT:
-            v = v * w
-        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_DIBE_BG, ATOMIC, PER_ELEMENT)
+        v, _ = _q_dibe_bg(p, q, nlq, t, dibe_g, dibe_b, DIBE_G_FORM, DIBE_B1_FORM)
+        _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_DIBE_BG, ATOMIC, PER_ELEMENT)
     if COL_SS_FG >= 0:
         v, _ = _q_ss_fg(p, q, t)
         _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_SS_FG, ATOMIC, PER_ELEMENT)
@@ -422,6 +423,10 @@ def _fused_loss_backward_kernel(
     )  # fmt: skip
 
     p, q, nlp, nlq = _sigmoid_forms(z)
+    g_fg, m, g_bg, gce, dibe_g, dibe_a, dibe_b = _params(
+        g_fg_hi, g_fg_lo, m_hi, m_lo, g_bg_hi, g_bg_lo, gce_hi, gce_lo,
+        dibe_g_hi, dibe_g_lo, dibe_a_hi, dibe_a_lo, dibe_b_hi, dibe_b_lo, FP64,
+    )  # fmt: skip
     acc = tl.zeros([BLOCK], dtype=z.dtype)
 
     if COL_TP >= 0:
@@ -434,44 +439,27 @@ def _fused_loss_backward_kernel(
         _, dv = _q_sum_pp(p, q)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_SUM_PP, PER_ELEMENT).to(z.dtype) * dv
     if COL_FG_CE >= 0:
-        g_fg = _param(g_fg_hi, g_fg_lo, FP64)
         if HAS_MARGIN:
-            pm, qm, nlpm, _ = _sigmoid_forms(z - _param(m_hi, m_lo, FP64))
+            pm, qm, nlpm, _ = _sigmoid_forms(z - m)
             _, dv = _q_fg_ce(p, q, qm, nlpm, t, g_fg, G_FG_FORM)
         else:
             _, dv = _q_fg_ce(p, q, q, nlp, t, g_fg, G_FG_FORM)
-        if HAS_WEIGHT:
-            dv = dv * w
-        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_FG_CE, PER_ELEMENT).to(z.dtype) * dv
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_FG_CE, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_BG_CE >= 0:
-        _, dv = _q_bg_ce(p, q, nlq, t, _param(g_bg_hi, g_bg_lo, FP64), G_BG_FORM)
-        if HAS_WEIGHT:
-            dv = dv * w
-        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_BG_CE, PER_ELEMENT).to(z.dtype) * dv
+        _, dv = _q_bg_ce(p, q, nlq, t, g_bg, G_BG_FORM)
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_BG_CE, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_EL_FG >= 0:
-        _, dv = _q_el_fg(q, nlp, t, _param(gce_hi, gce_lo, FP64), GCE_FORM, GCE_M1_FORM, TINY)
-        if HAS_WEIGHT:
-            dv = dv * w
-        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_FG, PER_ELEMENT).to(z.dtype) * dv
+        _, dv = _q_el_fg(q, nlp, t, gce, GCE_FORM, GCE_M1_FORM, TINY)
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_FG, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_EL_BG >= 0:
-        _, dv = _q_el_bg(p, nlq, t, _param(gce_hi, gce_lo, FP64), GCE_FORM, GCE_M1_FORM, TINY)
-        if HAS_WEIGHT:
-            dv = dv * w
-        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_BG, PER_ELEMENT).to(z.dtype) * dv
+        _, dv = _q_el_bg(p, nlq, t, gce, GCE_FORM, GCE_M1_FORM, TINY)
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_BG, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_DIBE_FG >= 0:
-        _, dv = _q_dibe_fg(
-            p, q, nlp, t, _param(dibe_g_hi, dibe_g_lo, FP64), _param(dibe_a_hi, dibe_a_lo, FP64), DIBE_G_FORM, DIBE_A1_FORM
-        )
-        if HAS_WEIGHT:
-            dv = dv * w
-        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_DIBE_FG, PER_ELEMENT).to(z.dtype) * dv
+        _, dv = _q_dibe_fg(p, q, nlp, t, dibe_g, dibe_a, DIBE_G_FORM, DIBE_A1_FORM)
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_DIBE_FG, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_DIBE_BG >= 0:
-        _, dv = _q_dibe_bg(
-            p, q, nlq, t, _param(dibe_g_hi, dibe_g_lo, FP64), _param(dibe_b_hi, dibe_b_lo, FP64), DIBE_G_FORM, DIBE_B1_FORM
-        )
-        if HAS_WEIGHT:
-            dv = dv * w
-        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_DIBE_BG, PER_ELEMENT).to(z.dtype) * dv
+        _, dv = _q_dibe_bg(p, q, nlq, t, dibe_g, dibe_b, DIBE_G_FORM, DIBE_B1_FORM)
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_DIBE_BG, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_SS_FG >= 0:
         _, dv = _q_ss_fg(p, q, t)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_SS_FG, PER_ELEMENT).to(z.dtype) * dv

@@ -112,9 +112,11 @@ def test_validate_passes_a_correct_contender(tmp_path, capsys):
     assert all(r["status"] == "pass" for r in report["rows"])
     scopes = {(r["loss"], r["scope"], r["labels"]) for r in report["rows"]}
     assert ("dice", "batch", "soft") in scopes and ("dice", "image", "ignore") in scopes and ("focal", None, "hard") in scopes
-    # quick: one size; hard labels x scopes, then soft and ignore x scopes (focal has no scope).
-    assert len(report["rows"]) == 6 + 3 + 6
-    assert "15/15 comparisons passed" in capsys.readouterr().out
+    # quick: one size; hard labels x scopes, then soft and ignore x scopes (focal has no scope),
+    # then dibe's other alpha x scopes.
+    assert len(report["rows"]) == 6 + 3 + 6 + 2
+    assert {r["params"]["alpha"] for r in report["rows"] if r["params"]} == {0.6}
+    assert "17/17 comparisons passed" in capsys.readouterr().out
 
 
 def test_validate_fails_a_wrong_value(tmp_path, monkeypatch, capsys):
@@ -151,6 +153,22 @@ def test_validate_fails_a_wrong_gradient(tmp_path, monkeypatch, capsys):
     assert _validate("--contender", "broken_grad", "--loss", "focal") == 1
     text = capsys.readouterr().out
     assert "FAIL" in text and "gradient at" in text
+
+
+def test_validate_fails_a_contender_that_keeps_the_first_margin(tmp_path, monkeypatch):
+    # Right at the default margin, blind to any other: what a kernel with the margin compiled in
+    # and cached would do. Only the rows with another margin can catch it.
+    _write_module(tmp_path, monkeypatch, "stuck_margin", """
+        from fastseg import reference
+        def hybrid_focal_margin(input, target, m=0.5, **kw):
+            return reference.hybrid_focal_margin(input, target, m=0.5, **kw)
+    """)
+    out = tmp_path / "v.json"
+    assert _validate("--contender", "stuck_margin", "--loss", "hybrid_focal_margin", "--json", str(out)) == 1
+    rows = json.loads(out.read_text())["rows"]
+    failed = [r for r in rows if r["status"] == "FAIL"]
+    assert failed and all(r["params"] == {"m": 1.3} for r in failed)
+    assert all(r["status"] == "pass" for r in rows if not r["params"])
 
 
 def test_validate_missing_loss_and_crash_are_failures(tmp_path, monkeypatch):
