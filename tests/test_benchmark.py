@@ -212,3 +212,31 @@ def test_edt_benchmark_reports_every_contender_and_checks_against_scipy(monkeypa
     real = fastseg.edt.edt
     monkeypatch.setattr(fastseg.edt, "edt", lambda mask, **kw: real(mask, **kw) + (mask[..., :1, :1] * 0 + 1))
     assert fb.edt_benchmark("cpu", batch=2, size=(24, 40), repeat=1, warmup=0)["equal"] is False
+
+
+def test_compiled_contenders_are_made_first_and_reported_in_the_given_order():
+    """A ``compiled`` factory resets Dynamo, which would throw away what a contender made before it
+    had compiled (``fastseg_inductor``) and put that recompilation into a timed step."""
+    from fastseg import reference
+
+    case = _tiny_case()
+    z, t = _inputs(case)
+    made = []
+
+    def factory(name):
+        def make(c, d):
+            made.append(name)
+            return lambda zz, tt: reference.dice(zz, tt)
+        return make
+
+    names = ["fastseg_inductor", "reference", "compiled"]
+    results = fb.measure_case(case, names, z, t, device="cpu", repeat=1, warmup=1,
+                              factories={n: factory(n) for n in names})
+    assert made[0] == "compiled" and sorted(made) == sorted(names)
+    assert [r.contender for r in results] == names
+
+
+def test_inductor_contender_is_cpu_only():
+    with pytest.raises(fb.Unavailable, match="CPU"):
+        fb.CONTENDERS["fastseg_inductor"][1](_tiny_case(), "cuda")
+    assert fb.CONTENDERS["fastseg_inductor"][1](_tiny_case(), "cpu").backend == "inductor"
