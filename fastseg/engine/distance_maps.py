@@ -26,6 +26,8 @@ the EDT of the target.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -102,10 +104,13 @@ def _times_weight(x: Tensor, checked: CheckedInputs) -> Tensor:
 def normalized_distance(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
     """ND: ``d`` over its per-image max (valid pixels); 0 where that max is 0; 1 if crack-free."""
     top = _group_max(d, valid)
-    tiny = torch.finfo(d.dtype).tiny
-    nd = torch.where(top > 0, d / top.clamp_min(tiny), _zero(d))
     crack_free = ~crack.any(dim=_spatial(crack), keepdim=True)
-    return torch.where(crack_free, torch.ones((), dtype=d.dtype, device=d.device), nd)
+    # One full-size op, offset + d / denom, on per-image [B, C, 1...] operands: denom = inf (d is
+    # finite, so d / inf = 0) where the max is 0 or the image is crack-free, offset = 1 where it is
+    # (a max below the smallest normal number divides as that number, as in the reference).
+    no_scale = (top == 0) | crack_free
+    denom = top.clamp_min(torch.finfo(d.dtype).tiny).masked_fill_(no_scale, math.inf)
+    return torch.addcdiv(crack_free.to(d.dtype), d, denom)
 
 
 def distance_loss_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor | None, Tensor]:

@@ -73,7 +73,9 @@ NUM_QUANTITIES = len(Quantity)
 
 @dataclass(frozen=True)
 class TermParams:
-    """Scalar parameters of the per-pixel quantities (compile-time constants of a kernel).
+    """Scalar parameters of the per-pixel quantities (runtime arguments of the Triton kernels and of
+    the compiled Inductor passes; only their form, such as an exponent of 0, 1 or 2 or a zero
+    margin, is compiled in).
 
     ``g_fg``/``m``: FG_CE focal exponent and margin; ``g_bg``: BG_CE focal exponent; ``gce``: EL
     exponent; ``dibe_g``/``dibe_alpha``/``dibe_beta``: DIBE_Dis exponent and regulators.
