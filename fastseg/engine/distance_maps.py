@@ -52,9 +52,13 @@ def _and_valid(mask: Tensor, checked: CheckedInputs) -> Tensor:
 
 
 def crack_mask(checked: CheckedInputs) -> Tensor:
-    """``t > 0.5`` at the valid pixels (bool, the input's shape)."""
+    """``t > 0.5`` at the valid pixels (bool, the input's shape); for integer targets ``t > 0``, the
+    same set without converting the whole target to float first."""
     t = checked.target
-    crack = t if t.dtype == torch.bool else t > 0.5
+    if t.dtype == torch.bool:
+        crack = t
+    else:
+        crack = t > 0.5 if t.is_floating_point() else t > 0
     return _and_valid(crack, checked)
 
 
