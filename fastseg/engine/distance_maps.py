@@ -151,13 +151,16 @@ def hausdorff_maps(alpha: float):
 def inverted_boundary(field: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
     """Phi: ``(M - field) / M`` per class, ``M`` the class's max field; 0 for single-class images."""
     bg = ~crack if valid is None else ~crack & valid
-    tiny = torch.finfo(field.dtype).tiny
     top_fg, top_bg = _group_max(field, crack), _group_max(field, bg)
-    top = torch.where(crack, top_fg, top_bg)
-    phi = torch.where(top > 0, (top - field) / top.clamp_min(tiny), _zero(field)).clamp(0, 1)
     spatial = _spatial(field)
-    two_classes = crack.any(dim=spatial, keepdim=True) & bg.any(dim=spatial, keepdim=True)
-    return torch.where(two_classes, phi, _zero(field))
+    single_class = ~(crack.any(dim=spatial, keepdim=True) & bg.any(dim=spatial, keepdim=True))
+    # The per-class divisor (clamped as in the reference) is inf where phi must be 0: a class
+    # whose max is 0, or a single-class image; (M - field) is finite, so the quotient is 0 there.
+    tiny = torch.finfo(field.dtype).tiny
+    div_fg = top_fg.clamp_min(tiny).masked_fill_((top_fg == 0) | single_class, math.inf)
+    div_bg = top_bg.clamp_min(tiny).masked_fill_((top_bg == 0) | single_class, math.inf)
+    top, divisor = torch.where(crack, top_fg, top_bg), torch.where(crack, div_fg, div_bg)
+    return top.sub_(field).div_(divisor).clamp_(0, 1)
 
 
 def distance_map_ce_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor, None]:
