@@ -98,6 +98,13 @@ def _group_max(x: Tensor, where: Tensor | None) -> Tensor:
     return x.amax(dim=_spatial(x), keepdim=True)
 
 
+def _divisor(top: Tensor, zero_where: Tensor) -> Tensor:
+    """Per-group divisor of a map normalised by its max ``top``: ``top`` clamped to the smallest
+    normal number (as in the reference), and ``inf`` where the map must be 0 (``top == 0`` or
+    ``zero_where``): the maps divided are finite, so their quotient by ``inf`` is 0."""
+    return top.clamp_min(torch.finfo(top.dtype).tiny).masked_fill_((top == 0) | zero_where, math.inf)
+
+
 def _times_weight(x: Tensor, checked: CheckedInputs) -> Tensor:
     return x if checked.weight is None else x * checked.weight.to(x.dtype)
 
@@ -109,12 +116,8 @@ def normalized_distance(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tenso
     """ND: ``d`` over its per-image max (valid pixels); 0 where that max is 0; 1 if crack-free."""
     top = _group_max(d, valid)
     crack_free = ~crack.any(dim=_spatial(crack), keepdim=True)
-    # One full-size op, offset + d / denom, on per-image [B, C, 1...] operands: denom = inf (d is
-    # finite, so d / inf = 0) where the max is 0 or the image is crack-free, offset = 1 where it is
-    # (a max below the smallest normal number divides as that number, as in the reference).
-    no_scale = (top == 0) | crack_free
-    denom = top.clamp_min(torch.finfo(d.dtype).tiny).masked_fill_(no_scale, math.inf)
-    return torch.addcdiv(crack_free.to(d.dtype), d, denom)
+    # One full-size op on per-image operands: ND = offset + d / divisor, offset 1 on crack-free images.
+    return torch.addcdiv(crack_free.to(d.dtype), d, _divisor(top, crack_free))
 
 
 def distance_loss_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor | None, Tensor]:
@@ -154,13 +157,8 @@ def inverted_boundary(field: Tensor, crack: Tensor, valid: Tensor | None) -> Ten
     top_fg, top_bg = _group_max(field, crack), _group_max(field, bg)
     spatial = _spatial(field)
     single_class = ~(crack.any(dim=spatial, keepdim=True) & bg.any(dim=spatial, keepdim=True))
-    # The per-class divisor (clamped as in the reference) is inf where phi must be 0: a class
-    # whose max is 0, or a single-class image; (M - field) is finite, so the quotient is 0 there.
-    tiny = torch.finfo(field.dtype).tiny
-    div_fg = top_fg.clamp_min(tiny).masked_fill_((top_fg == 0) | single_class, math.inf)
-    div_bg = top_bg.clamp_min(tiny).masked_fill_((top_bg == 0) | single_class, math.inf)
-    top, divisor = torch.where(crack, top_fg, top_bg), torch.where(crack, div_fg, div_bg)
-    return top.sub_(field).div_(divisor).clamp_(0, 1)
+    divisor = torch.where(crack, _divisor(top_fg, single_class), _divisor(top_bg, single_class))
+    return torch.where(crack, top_fg, top_bg).sub_(field).div_(divisor).clamp_(0, 1)
 
 
 def distance_map_ce_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor, None]:
