@@ -13,6 +13,14 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# tests/test_triton_ops.py re-runs the Triton tests in a subprocess with this set: backend="triton"
+# then goes through the torch.library.triton_op pair that CUDA machines use, launched eagerly on
+# CPU tensors by the interpreter.
+if os.environ.get("FASTSEG_TEST_TRITON_OPS") == "1":
+    from fastseg.engine.function import register_triton_ops
+
+    register_triton_ops()
+
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 requires_interpreter = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") != "1",

@@ -9,6 +9,7 @@ float32 logits vs the float64 reference: value 2e-5, gradient 2e-4 of its larges
 from __future__ import annotations
 
 import inspect
+import os
 
 import pytest
 import torch
@@ -109,6 +110,30 @@ def test_backend_triton_runs_the_kernels(monkeypatch):
     x = z.detach().requires_grad_()
     FS.hybrid_focal_margin(x, t, backend="triton").backward()
     assert calls == ["fused_loss_forward", "fused_loss_backward"]
+
+
+def test_backend_triton_goes_through_the_op_pair_of_this_machine():
+    """CUDA machines (and tests/test_triton_ops.py's re-run of this file) register the
+    ``triton_op`` pair, which torch.compile traces into; elsewhere the opaque ``custom_op`` pair
+    runs the same kernels."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class OpNames(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(str(func))
+            return func(*args, **(kwargs or {}))
+
+    z, t = _inputs((1, 1, 4, 4), "hard", seed=10)
+    x = z.detach().requires_grad_()
+    with OpNames() as seen:
+        FS.dice(x, t, backend="triton").backward()
+    triton_ops = torch.cuda.is_available() or os.environ.get("FASTSEG_TEST_TRITON_OPS") == "1"
+    pair = ("fused_sums_triton", "fused_grad_triton") if triton_ops else ("fused_sums", "fused_grad")
+    assert {name for name in seen.names if name.startswith("fastseg.")} == {f"fastseg.{op}.default" for op in pair}
 
 
 # ------------------------------------------------------------------ CUDA only: graphs and compile

@@ -18,7 +18,9 @@ backward raises a ``RuntimeError`` instead of returning a silently wrong second 
 On CUDA with ``backend="triton"`` the same pair is registered with ``torch.library.triton_op``
 (``fastseg::fused_sums_triton`` / ``fastseg::fused_grad_triton``): the launchers of
 ``kernels/fused_loss.py`` launch through ``torch.library.wrap_triton``, so torch.compile traces
-into the kernels themselves (and the op body is its own fake implementation).
+into the kernels themselves (and the op body is its own fake implementation). On CPU-only
+machines the pair is not registered (:func:`register_triton_ops`; tests/test_triton_ops.py does
+register it under the interpreter, to run it eagerly on CPU tensors).
 
 Backends (``backend=``): ``"torch"`` is :mod:`.torch_path`; ``"inductor"`` (CPU tensors only,
 opt-in) is :mod:`.inductor_path`, the same formulas through ``torch.compile``d passes; ``"triton"`` is ``kernels/fused_loss.py``
@@ -214,23 +216,37 @@ torch.library.register_autograd("fastseg::fused_sums", _sums_backward, setup_con
 # CUDA + Triton: the same two ops as triton_ops, so torch.compile traces into the kernels
 # --------------------------------------------------------------------------------------------
 
-# Registered only where CUDA exists: defining a triton_op imports triton, and on a CPU-only
-# machine triton must stay unimported until TRITON_INTERPRET is settled (see _triton_module).
-HAS_TRITON_OP = hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton") and torch.cuda.is_available()
+_triton_ops_registered = False
 
-if HAS_TRITON_OP:
 
-    def _tag_inductor_cache() -> None:
-        """Key Inductor's FX-graph cache on the kernels' source too (it does not hash user Triton code)."""
-        config = getattr(torch.compiler, "config", None)
-        if config is None or not hasattr(config, "cache_key_tag"):
-            return
-        from fastseg.kernels._utils import source_hash
+def triton_ops_registered() -> bool:
+    """Whether ``fastseg::fused_sums_triton`` / ``fused_grad_triton`` exist in this process."""
+    return _triton_ops_registered
 
-        tag = f"fastseg-{source_hash()}"
-        if tag not in (config.cache_key_tag or ""):
-            config.cache_key_tag = f"{config.cache_key_tag}+{tag}" if config.cache_key_tag else tag
 
+def _tag_inductor_cache() -> None:
+    """Key Inductor's FX-graph cache on the kernels' source too (it does not hash user Triton code)."""
+    config = getattr(torch.compiler, "config", None)
+    if config is None or not hasattr(config, "cache_key_tag"):
+        return
+    from fastseg.kernels._utils import source_hash
+
+    tag = f"fastseg-{source_hash()}"
+    if tag not in (config.cache_key_tag or ""):
+        config.cache_key_tag = f"{config.cache_key_tag}+{tag}" if config.cache_key_tag else tag
+
+
+def register_triton_ops() -> None:
+    """Register the ``triton_op`` pair (once per process; called at import where CUDA exists).
+
+    Defining a ``triton_op`` imports triton, which on a CPU-only machine must wait until
+    ``TRITON_INTERPRET`` is settled (see :func:`_triton_module`). tests/test_triton_ops.py calls
+    this under the interpreter to run the same ops eagerly on CPU tensors (``wrap_triton`` then
+    launches the interpreted kernels directly; tracing them needs a GPU).
+    """
+    global _triton_ops_registered
+    if _triton_ops_registered:
+        return
     _tag_inductor_cache()
 
     @torch.library.triton_op("fastseg::fused_sums_triton", mutates_args=())
@@ -244,8 +260,8 @@ if HAS_TRITON_OP:
         params: list[float],
         deterministic: bool,
     ) -> Tensor:
-        """:func:`fused_sums` on CUDA tensors through ``wrap_triton``-launched kernels."""
-        return _triton_module(False).fused_loss_forward(
+        """:func:`fused_sums` through ``wrap_triton``-launched kernels."""
+        return _triton_module(not z.is_cuda).fused_loss_forward(
             z,
             t,
             quantities=tuple(quantities),
@@ -268,8 +284,8 @@ if HAS_TRITON_OP:
         quantities: list[int],
         params: list[float],
     ) -> Tensor:
-        """:func:`fused_grad` on CUDA tensors through ``wrap_triton``-launched kernels."""
-        return _triton_module(False).fused_loss_backward(
+        """:func:`fused_grad` through ``wrap_triton``-launched kernels."""
+        return _triton_module(not z.is_cuda).fused_loss_backward(
             z,
             t,
             coeffs,
@@ -296,6 +312,12 @@ if HAS_TRITON_OP:
 
     torch.library.register_autograd("fastseg::fused_sums_triton", _triton_backward, setup_context=_setup_triton_context)
     torch.library.register_autograd("fastseg::fused_grad_triton", _no_double_backward, setup_context=_setup_grad_context)
+    _triton_ops_registered = True
+
+
+HAS_TRITON_OP = hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
+if HAS_TRITON_OP and torch.cuda.is_available():
+    register_triton_ops()
 
 
 def group_sums(
@@ -312,8 +334,8 @@ def group_sums(
 ) -> Tensor:
     """Differentiable ``S [B*C, K]`` of ``z [B, C, N]`` through the chosen backend."""
     backend = resolve_backend(backend, z)
-    if backend == "triton" and z.is_cuda and HAS_TRITON_OP:
-        return fused_sums_triton(
+    if backend == "triton" and _triton_ops_registered:
+        return torch.ops.fastseg.fused_sums_triton(
             z, t, valid, weight, distance, [int(q) for q in quantities], params_list(params), bool(deterministic)
         )
     return fused_sums(
