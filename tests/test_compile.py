@@ -92,10 +92,11 @@ def test_fake_shapes():
 
     z = torch.randn(2, 3, 7, dtype=torch.float64, requires_grad=True)
     t = torch.rand(2, 3, 7) < 0.5
-    args = (z, t, None, None, None, [0, 1, 2, 5, 6, 7], [0.0, 0.5, 2.0, 1.0, 0.0, 0.0, 0.0], "torch", True)
+    params = torch.tensor([0.0, 0.5, 2.0, 1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    args = (z, t, None, None, None, [0, 1, 2, 5, 6, 7], params, "torch", True)
     torch.library.opcheck(fused_sums, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
     coeffs = torch.randn(6, 6, dtype=torch.float64)
-    gargs = (z.detach(), t, coeffs, None, None, None, [0, 1, 2, 5, 6, 7], [0.0, 0.5, 2.0, 1.0, 0.0, 0.0, 0.0], "torch")
+    gargs = (z.detach(), t, coeffs, None, None, None, [0, 1, 2, 5, 6, 7], params, "torch")
     torch.library.opcheck(fused_grad, gargs, test_utils=("test_schema", "test_faketensor"))
 
 
@@ -113,6 +114,36 @@ def test_a_changing_float_hyperparameter_compiles_and_follows_the_reference():
     # the check still runs (fullgraph=True turns the ValueError into Dynamo's Unsupported, same message)
     with pytest.raises((ValueError, torch._dynamo.exc.Unsupported), match="m must be >= 0.0; got -1.0"):
         compiled(z, t, -1.0)
+
+
+@pytest.mark.parametrize(
+    "name, param, values",
+    [("hybrid_focal_margin", "m", (0.5, 0.9, 1.3, 0.7, 1.1)), ("dibe", "alpha", (0.3, 0.45, 0.6, 0.2, 0.5))],
+)
+def test_a_hyperparameter_schedule_compiles_two_graphs_not_one_per_value(name, param, values):
+    """Dynamo specializes the first value, then makes the float symbolic; the fused op takes it as
+    a tensor input, so every later value reuses the second graph (a new value of a float argument
+    of a torch.library op would be specialized: one graph per value, eager past the recompile limit)."""
+    import torch._dynamo.testing
+
+    import fastseg.reference as R
+
+    z, t = inputs()
+    z = z[:, :1]
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda z, t, v: getattr(FS, name)(z, t, backend="torch", **{param: v}), backend=counter,
+                             fullgraph=True)
+    for v in values:
+        x = z.clone().requires_grad_()
+        loss = compiled(x, t, v)
+        loss.backward()
+        xr = z.double().requires_grad_()
+        ref = getattr(R, name)(xr, t, **{param: v})
+        ref.backward()
+        torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(x.grad.double(), xr.grad, rtol=0, atol=1e-5 * xr.grad.abs().max().item())
+    assert counter.frame_count == 2, f"{counter.frame_count} graphs for {len(values)} values of {param}"
 
 
 def test_distance_map_op_fake_and_schema():

@@ -9,6 +9,9 @@ and no graph break):
 - ``fastseg::fused_grad(z, t, coeffs, valid, weight, distance, quantities, params, backend)`` returns
   ``dL/dz`` from ``coeffs = dL/dS``.
 
+``params`` holds the :class:`TermParams` values as a float64 CPU tensor (not floats, which
+Dynamo would specialize on: a margin schedule under torch.compile would retrace at every value).
+
 The autograd formula of ``fused_sums`` (``register_autograd``) is ``fused_grad``; the epilogue
 on ``S`` is plain torch code, so autograd itself produces ``coeffs`` (scope "batch" sums ``S``
 over the batch there, and autograd expands ``coeffs`` back). Saved for backward: references to
@@ -90,12 +93,23 @@ def _backend_module(backend: str, z: Tensor):
     return _triton_module(not z.is_cuda)
 
 
-def _params(params: list[float]) -> TermParams:
-    return TermParams(*params)
+def _params(params: list[float] | Tensor) -> TermParams:
+    return TermParams(*(params.tolist() if isinstance(params, Tensor) else params))
 
 
 def params_list(params: TermParams) -> list[float]:
-    return [float(getattr(params, f)) for f in TermParams.__dataclass_fields__]
+    return [getattr(params, f) for f in TermParams.__dataclass_fields__]
+
+
+def _values_tensor(values: list[float]) -> Tensor:
+    """The parameter values as a float64 CPU tensor. Under torch.compile they enter through additions
+    to a zero tensor: Dynamo makes a float that changed between calls a graph input there, whereas
+    ``torch.tensor`` of it (like a float argument of an op, or a ``math`` function of it)
+    specializes the graph on its value again."""
+    if not torch.compiler.is_compiling():
+        return torch.tensor(values, dtype=torch.float64)
+    zero = torch.zeros((), dtype=torch.float64)
+    return torch.stack([zero + v for v in values])
 
 
 def _sums_dtype(z: Tensor) -> torch.dtype:
@@ -115,11 +129,16 @@ def fused_sums(
     weight: Optional[Tensor],
     distance: Optional[Tensor],
     quantities: list[int],
-    params: list[float],
+    params: Tensor,
     backend: str,
     deterministic: bool,
 ) -> Tensor:
-    """``S [B*C, K]``: per-(image, channel) sums of ``quantities`` over ``z, t`` (``[B, C, N]``)."""
+    """``S [B*C, K]``: per-(image, channel) sums of ``quantities`` over ``z, t`` (``[B, C, N]``).
+
+    ``params``: the :class:`TermParams` values as a float64 CPU tensor, so that under
+    torch.compile a hyperparameter that changes between calls is a graph input, not a constant
+    that Dynamo specializes on (one graph for a whole margin schedule).
+    """
     mod = _backend_module(backend, z)
     return mod.fused_loss_forward(
         z,
@@ -152,7 +171,7 @@ def fused_grad(
     weight: Optional[Tensor],
     distance: Optional[Tensor],
     quantities: list[int],
-    params: list[float],
+    params: Tensor,
     backend: str,
 ) -> Tensor:
     """``dL/dz`` (``[B, C, N]``, z's dtype) from ``coeffs = dL/dS`` (``[B*C, K]``)."""
@@ -196,13 +215,13 @@ torch.library.register_autograd("fastseg::fused_grad", _no_double_backward, setu
 
 def _setup_sums_context(ctx, inputs, output):
     z, t, valid, weight, distance, quantities, params, backend, deterministic = inputs
-    ctx.save_for_backward(z, t, valid, weight, distance)
-    ctx.meta = (quantities, params, backend)
+    ctx.save_for_backward(z, t, valid, weight, distance, params)
+    ctx.meta = (quantities, backend)
 
 
 def _sums_backward(ctx, grad_S):
-    z, t, valid, weight, distance = ctx.saved_tensors
-    quantities, params, backend = ctx.meta
+    z, t, valid, weight, distance, params = ctx.saved_tensors
+    quantities, backend = ctx.meta
     grad_z = None
     if ctx.needs_input_grad[0]:
         grad_z = fused_grad(z, t, grad_S.contiguous(), valid, weight, distance, quantities, params, backend)
@@ -334,10 +353,10 @@ def group_sums(
 ) -> Tensor:
     """Differentiable ``S [B*C, K]`` of ``z [B, C, N]`` through the chosen backend."""
     backend = resolve_backend(backend, z)
+    quantities = [int(q) for q in quantities]
+    values = params_list(params)
     if backend == "triton" and _triton_ops_registered:
         return torch.ops.fastseg.fused_sums_triton(
-            z, t, valid, weight, distance, [int(q) for q in quantities], params_list(params), bool(deterministic)
+            z, t, valid, weight, distance, quantities, [float(v) for v in values], bool(deterministic)
         )
-    return fused_sums(
-        z, t, valid, weight, distance, [int(q) for q in quantities], params_list(params), backend, bool(deterministic)
-    )
+    return fused_sums(z, t, valid, weight, distance, quantities, _values_tensor(values), backend, bool(deterministic))
