@@ -118,7 +118,13 @@ def test_a_changing_float_hyperparameter_compiles_and_follows_the_reference():
 
 @pytest.mark.parametrize(
     "name, param, values",
-    [("hybrid_focal_margin", "m", (0.5, 0.9, 1.3, 0.7, 1.1)), ("dibe", "alpha", (0.3, 0.45, 0.6, 0.2, 0.5))],
+    [
+        ("hybrid_focal_margin", "m", (0.5, 0.9, 1.3, 0.7, 1.1)),  # a kernel parameter
+        ("dibe", "alpha", (0.3, 0.45, 0.6, 0.2, 0.5)),  # kernel parameter and epilogue factor
+        ("unified_focal", "gamma", (0.5, 0.4, 0.3, 0.6)),  # an exponent in the epilogue
+        ("hausdorff_dt", "alpha", (1.5, 2.5, 3.0)),  # an exponent of the distance maps
+        ("adaptive_wce", "a", (10.0, 8.0, 12.0)),  # a base: a ** tensor (math.log of a symbolic float raised)
+    ],
 )
 def test_a_hyperparameter_schedule_compiles_two_graphs_not_one_per_value(name, param, values):
     """Dynamo specializes the first value, then makes the float symbolic; the fused op takes it as

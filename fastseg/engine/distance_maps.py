@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .._checks import CheckedInputs, _as_input_shape, capturing_cuda_graph, compute_dtype
 from ..edt import boundary_field, edt, inner_boundary
+from .scalars import as_operand
 
 
 def _spatial(x: Tensor) -> tuple[int, ...]:
@@ -146,7 +147,8 @@ def hausdorff_maps(alpha: float):
             if d_t is None:
                 d_t = boundary_field(crack_mask(checked), dtype=dtype)
             d_p = boundary_field(predicted_mask(checked, from_logits), dtype=dtype)
-            return None, _times_weight(d_t**alpha + d_p**alpha, checked)
+            exponent = as_operand(alpha, d_t)
+            return None, _times_weight(d_t**exponent + d_p**exponent, checked)
 
     return maps
 

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from .._checks import check_choice
 from . import torch_path
+from .scalars import values_tensor
 from .spec import TermParams
 
 BACKENDS = ("auto", "triton", "torch", "inductor")
@@ -99,17 +100,6 @@ def _params(params: list[float] | Tensor) -> TermParams:
 
 def params_list(params: TermParams) -> list[float]:
     return [getattr(params, f) for f in TermParams.__dataclass_fields__]
-
-
-def _values_tensor(values: list[float]) -> Tensor:
-    """The parameter values as a float64 CPU tensor. Under torch.compile they enter through additions
-    to a zero tensor: Dynamo makes a float that changed between calls a graph input there, whereas
-    ``torch.tensor`` of it (like a float argument of an op, or a ``math`` function of it)
-    specializes the graph on its value again."""
-    if not torch.compiler.is_compiling():
-        return torch.tensor(values, dtype=torch.float64)
-    zero = torch.zeros((), dtype=torch.float64)
-    return torch.stack([zero + v for v in values])
 
 
 def _sums_dtype(z: Tensor) -> torch.dtype:
@@ -359,4 +349,4 @@ def group_sums(
         return torch.ops.fastseg.fused_sums_triton(
             z, t, valid, weight, distance, quantities, [float(v) for v in values], bool(deterministic)
         )
-    return fused_sums(z, t, valid, weight, distance, quantities, _values_tensor(values), backend, bool(deterministic))
+    return fused_sums(z, t, valid, weight, distance, quantities, values_tensor(values), backend, bool(deterministic))

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .scalars import as_operand
 from .spec import Quantity as Q
 from .spec import TermParams
 
@@ -119,10 +120,11 @@ def power_near_zero(x: Tensor, k: float) -> Tensor:
     if k == 0:
         return torch.ones_like(x)
     x = x.clamp_min(0)
+    exponent = as_operand(k, x)
     if k >= 1:
-        return x**k
+        return x**exponent
     safe = x.clamp_min(POWER_FLOOR)
-    return safe**k * (x / safe)
+    return safe**exponent * (x / safe)
 
 
 def neg_log(x: Tensor) -> Tensor:
@@ -168,10 +170,10 @@ def adaptive_q(q: str, n_pos: Tensor, n_neg: Tensor, beta: float, gamma: float |
     if q == "xie":
         return odds
     if q == "power":
-        return beta * odds**gamma
+        return beta * odds ** as_operand(gamma, odds)
     if q == "log":
         return beta * torch.log(odds).clamp_min(0)
-    return beta * a ** (gamma * (2 * alpha - 1))
+    return beta * as_operand(a, alpha) ** (gamma * (2 * alpha - 1))
 
 
 # --------------------------------------------------------------------------------------------
