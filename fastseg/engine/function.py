@@ -9,8 +9,11 @@ and no graph break):
 - ``fastseg::fused_grad(z, t, coeffs, valid, weight, distance, quantities, params, backend)`` returns
   ``dL/dz`` from ``coeffs = dL/dS``.
 
-``params`` holds the :class:`TermParams` values as a float64 CPU tensor (not floats, which
-Dynamo would specialize on: a margin schedule under torch.compile would retrace at every value).
+``params`` holds the :class:`TermParams` values as a float64 CPU tensor. For CPU tensors it is
+built so that under torch.compile a value that changes between calls stays a graph input (as
+floats, Dynamo would specialize: a margin schedule would retrace at every value); for CUDA
+tensors it stays a constant of the graph, because the op reads it on the host and a CUDA graph
+replays what was read when it was recorded.
 
 The autograd formula of ``fused_sums`` (``register_autograd``) is ``fused_grad``; the epilogue
 on ``S`` is plain torch code, so autograd itself produces ``coeffs`` (scope "batch" sums ``S``
@@ -349,4 +352,8 @@ def group_sums(
         return torch.ops.fastseg.fused_sums_triton(
             z, t, valid, weight, distance, quantities, [float(v) for v in values], bool(deterministic)
         )
-    return fused_sums(z, t, valid, weight, distance, quantities, values_tensor(values), backend, bool(deterministic))
+    # The op reads the values on the host. A CUDA graph (mode="reduce-overhead") would replay
+    # what it read when recorded, so on CUDA they stay constants of the compiled graph.
+    on_cpu = z.device.type == "cpu"
+    params_tensor = values_tensor(values) if on_cpu else torch.tensor(values, dtype=torch.float64)
+    return fused_sums(z, t, valid, weight, distance, quantities, params_tensor, backend, bool(deterministic))
