@@ -82,10 +82,10 @@ CATALOG: tuple[tuple[str, tuple[int, ...], TermParams], ...] = (
     ("hybrid_focal_margin_symmetric", _CE + _DICE, TermParams(g_fg=2.0, m=0.5, g_bg=2.0)),
     ("dibe", _DIBE + _DICE, TermParams(dibe_g=2.0, dibe_alpha=0.3, dibe_beta=0.7)),
     # distance
-    ("distance_loss", _DICE + (Q.D_FP,), TermParams()),
+    ("distance_loss", _DICE + (Q.FP, Q.D_FP), TermParams()),
     ("hausdorff_dt", (Q.D_SQERR, Q.COUNT), TermParams()),
     # sums of losses (fastseg.losses.CombinedLoss): one pass sums the union of their quantities
-    ("combined_focal_dice_distance", _CE + _DICE + (Q.D_FP,), TermParams(g_fg=2.0, g_bg=2.0)),
+    ("combined_focal_dice_distance", _CE + _DICE + (Q.FP, Q.D_FP), TermParams(g_fg=2.0, g_bg=2.0)),
     ("combined_every_quantity", tuple(Q), TermParams(g_fg=2.0, m=0.5, g_bg=2.0, gce=0.3, dibe_g=2.0, dibe_alpha=0.3,
                                                      dibe_beta=0.7)),
 )

@@ -229,6 +229,13 @@ def _q_d_fp(p, q, t, d):
 
 
 @triton.jit
+def _q_fp(p, q, t):
+    """FP: ``p (1-t)``; derivative ``(1-t) p q``."""
+    nt = 1.0 - t
+    return p * nt, nt * p * q
+
+
+@triton.jit
 def _q_d_sqerr(p, q, t, d):
     """D_SQERR: ``d (p-t)^2``; derivative ``2 d (p-t) p q``."""
     diff = p - t
@@ -321,6 +328,7 @@ def _fused_loss_forward_kernel(
     COL_SUM_TT: tl.constexpr, COL_COUNT: tl.constexpr, COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
     COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
     COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
+    COL_FP: tl.constexpr,
     G_FG_FORM: tl.constexpr, HAS_MARGIN: tl.constexpr, G_BG_FORM: tl.constexpr, GCE_FORM: tl.constexpr,
     GCE_M1_FORM: tl.constexpr, DIBE_G_FORM: tl.constexpr, DIBE_A1_FORM: tl.constexpr, DIBE_B1_FORM: tl.constexpr,
     TINY: tl.constexpr,
@@ -393,6 +401,9 @@ def _fused_loss_forward_kernel(
     if COL_D_SQERR >= 0:
         v, _ = _q_d_sqerr(p, q, t, d)
         _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_D_SQERR, ATOMIC, PER_ELEMENT)
+    if COL_FP >= 0:
+        v, _ = _q_fp(p, q, t)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_FP, ATOMIC, PER_ELEMENT)
 
 
 @triton.jit
@@ -406,6 +417,7 @@ def _fused_loss_backward_kernel(
     COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
     COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
     COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
+    COL_FP: tl.constexpr,
     G_FG_FORM: tl.constexpr, HAS_MARGIN: tl.constexpr, G_BG_FORM: tl.constexpr, GCE_FORM: tl.constexpr,
     GCE_M1_FORM: tl.constexpr, DIBE_G_FORM: tl.constexpr, DIBE_A1_FORM: tl.constexpr, DIBE_B1_FORM: tl.constexpr,
     TINY: tl.constexpr,
@@ -472,6 +484,9 @@ def _fused_loss_backward_kernel(
     if COL_D_SQERR >= 0:
         _, dv = _q_d_sqerr(p, q, t, d)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_D_SQERR, PER_ELEMENT).to(z.dtype) * dv
+    if COL_FP >= 0:
+        _, dv = _q_fp(p, q, t)
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_FP, PER_ELEMENT).to(z.dtype) * dv
 
     acc = tl.where(mask, acc, 0.0)
     tl.store(grad_ptr + g * N + offs, acc.to(grad_ptr.dtype.element_ty), mask=inb)

@@ -421,7 +421,7 @@ def spec_quantities(z, t, valid, w, d, prm: TermParams):
         Quantity.EL_FG: w * t * (-lp) ** prm.gce, Quantity.EL_BG: w * nt * (-lq) ** prm.gce,
         Quantity.DIBE_FG: w * t * dibe(True), Quantity.DIBE_BG: w * nt * dibe(False),
         Quantity.SS_FG: (t - p) ** 2 * t, Quantity.SS_BG: (t - p) ** 2 * nt,
-        Quantity.D_FP: d * p * nt, Quantity.D_SQERR: d * (p - t) ** 2 * v,
+        Quantity.D_FP: d * p * nt, Quantity.D_SQERR: d * (p - t) ** 2 * v, Quantity.FP: p * nt,
     }  # fmt: skip
     return torch.stack([s[k].sum(-1) for k in Quantity], -1).reshape(-1, len(Quantity))
 

@@ -163,6 +163,28 @@ def test_crack_free_all_crack_perfect_and_extreme(name):
     _check(name, torch.zeros(shape, dtype=torch.float64), t)  # p = 0.5 exactly everywhere
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=requires_interpreter)])
+@pytest.mark.parametrize("name", ["distance_loss", "hybrid_focal_margin_distance"])
+def test_few_false_positives_among_confident_cracks_float32(name, backend):
+    """L_Dist divides by FP alone. With half of each crack found confidently, half missed, and a
+    few weak false alarms, FP is a thousandth of sum(p): as ``sum(p) - TP`` in float32 it keeps
+    three digits (5e-4 of the loss); summed directly as ``p (1-t)`` it keeps float32's (the
+    float32 reference is within 1.2e-7 of the float64 one here)."""
+    t = torch.zeros(2, 1, 9, 12, dtype=torch.float64)
+    t[:, :, 4, 1:11] = 1  # a crack of 10 pixels per image
+    z = torch.where(t > 0.5, 9.0, -30.0).double()
+    z[:, :, 4, 1:6] = -1.0  # half of it missed
+    z[0, 0, 0, 0], z[0, 0, 8, 11], z[1, 0, 1, 5] = -7.7, -6.5, -8.2  # weak alarms far from the crack
+    zr = z.clone().requires_grad_()
+    ref = getattr(R, name)(zr, t)
+    ref.backward()
+    x = z.float().requires_grad_()
+    fused = getattr(FS, name)(x, t, backend=backend)
+    fused.backward()
+    assert abs(fused.item() - ref.item()) <= 2e-6 * abs(ref.item()), (fused.item(), ref.item())
+    _close(x.grad, zr.grad, 2e-5)
+
+
 def test_perfect_prediction_values():
     """By hand: a perfect hard prediction has no false positive and no boundary mismatch."""
     t = torch.zeros(2, 1, 7, 8, dtype=torch.float64)

@@ -63,6 +63,7 @@ def oracle_pixels(z, t, params, *, weight=None, distance=None):
         Q.SS_BG: (t - p) ** 2 * (1 - t),
         Q.D_FP: d * p * (1 - t),
         Q.D_SQERR: d * (p - t) ** 2,
+        Q.FP: p * (1 - t),
     }
     return [s[Q(k)] for k in range(NUM_QUANTITIES)]
 
@@ -401,7 +402,7 @@ def test_launch_wrapper_is_used_for_every_kernel():
     "kwargs, error, match",
     [
         (dict(quantities=()), ValueError, "quantities"),
-        (dict(quantities=(16,)), ValueError, "quantities"),
+        (dict(quantities=(len(Q),)), ValueError, "quantities"),  # one past the last id
         (dict(quantities=(Q.D_FP,)), ValueError, "distance"),
         (dict(params=(0.0,)), TypeError, "params"),
         (dict(valid=torch.ones(2, 3, 5)), TypeError, "valid"),

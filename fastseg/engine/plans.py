@@ -302,10 +302,17 @@ def compound_plan(pointwise: Plan, w_point: float, region: Callable[[Stats], Ten
 # --------------------------------------------------------------------------------------------
 
 
+#: The confusion sums and seed 003's two false-positive sums.
+_DISTANCE_CONF = _CONF + (Q.FP, Q.D_FP)
+
+
 def distance_factor(st: Stats, alpha: float, eps_dist: float) -> Tensor:
-    """Seed 003 eq 1/3 per group: ``1 + L_Dist (alpha - 1)``, ``L_Dist = D_FP / (FP + eps_dist)``."""
-    fp = st.group(Q.SUM_P) - st.group(Q.TP)
-    return 1 + st.group(Q.D_FP) / (fp + eps_dist) * (alpha - 1)
+    """Seed 003 eq 1/3 per group: ``1 + L_Dist (alpha - 1)``, ``L_Dist = D_FP / (FP + eps_dist)``.
+
+    FP is its own quantity, not ``SUM_P - TP``: a few weak false alarms beside confident cracks
+    would lose most of its float32 digits in that subtraction (see :mod:`.spec`).
+    """
+    return 1 + st.group(Q.D_FP) / (st.group(Q.FP) + eps_dist) * (alpha - 1)
 
 
 def distance_loss_plan(*, alpha, eps, eps_dist, maps) -> Plan:
@@ -314,7 +321,7 @@ def distance_loss_plan(*, alpha, eps, eps_dist, maps) -> Plan:
         dice_loss = 1 - dice_coefficient(st, eps)
         return st.reduce_groups(dice_loss * distance_factor(st, alpha, eps_dist), reduction)
 
-    return Plan(_CONF + (Q.D_FP,), TermParams(), epilogue, maps=maps)
+    return Plan(_DISTANCE_CONF, TermParams(), epilogue, maps=maps)
 
 
 def hausdorff_dt_plan(*, maps) -> Plan:
@@ -334,7 +341,7 @@ def weighted_ce_plan(*, maps) -> Plan:
 def distance_compound_plan(pointwise: Plan, w_point: float, region: Callable[[Stats], Tensor], w_region: float, *,
                            alpha: float, eps_dist: float, maps) -> Plan:
     """``w_point * pointwise + w_region * reduce_groups(region * (1 + L_Dist (alpha - 1)))``."""
-    qs = tuple(dict.fromkeys(pointwise.quantities + _CONF + (Q.D_FP,)))
+    qs = tuple(dict.fromkeys(pointwise.quantities + _DISTANCE_CONF))
 
     def epilogue(st: Stats, reduction: str) -> Tensor:
         per_group = region(st) * distance_factor(st, alpha, eps_dist)

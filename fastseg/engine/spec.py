@@ -33,10 +33,15 @@ Per-pixel notation: ``p = sigmoid(z)``, ``lp = logsigmoid(z) = log p``,
 | 13 | SS_BG    | (t-p)^2 (1-t)                                              | 2 (p-t) (1-t) p(1-p)                      |
 | 14 | D_FP     | d p (1-t)                                                  | d (1-t) p(1-p)                            |
 | 15 | D_SQERR  | d (p-t)^2                                                  | 2 d (p-t) p(1-p)                          |
+| 16 | FP       | p (1-t)                                                    | (1-t) p(1-p)                              |
 
-Everything else is an epilogue expression: ``FP = SUM_P - TP``, ``FN = SUM_T - TP``, the
-background class of Unified Focal ``TP0 = COUNT - SUM_P - SUM_T + TP``, class weights from
-``SUM_T / COUNT`` over the batch, pointwise means ``FG_CE / COUNT``, ...
+Everything else is an epilogue expression: ``FP = SUM_P - TP`` and ``FN = SUM_T - TP`` where
+they are added to a term at least as large (Tversky's denominator), the background class of
+Unified Focal ``TP0 = COUNT - SUM_P - SUM_T + TP``, class weights from ``SUM_T / COUNT`` over the
+batch, pointwise means ``FG_CE / COUNT``, ... A ratio with FP alone in its denominator (seed
+003's L_Dist) reads the FP quantity instead: with confident cracks and a few weak false alarms,
+``SUM_P - TP`` in float32 would keep only the digits of FP that survive the subtraction of two
+sums a thousand times larger.
 
 Numerics the implementations must keep: ``x ** g`` as ``exp2(g * log2(x))`` with ``x = 0`` mapped
 to ``0`` (``g > 0``) or ``1`` (``g = 0``); ``(-lp) ** (gce - 1)`` with ``-lp`` clamped to the smallest
@@ -66,6 +71,7 @@ class Quantity(IntEnum):
     SS_BG = 13
     D_FP = 14
     D_SQERR = 15
+    FP = 16
 
 
 NUM_QUANTITIES = len(Quantity)

@@ -332,6 +332,8 @@ def _chunk_sums(c: _Chunk, quantities) -> list[Tensor]:
         elif k == Q.D_SQERR:
             sq = c.p_minus_t.square() * c.d
             s = _rowsum(sq) if c.v is None else _rowdot(sq, c.v)
+        elif k == Q.FP:
+            s = _rowdot(c.p, c.nt)
         else:
             raise ValueError(f"unknown quantity {k!r}")
         out.append(s)
@@ -422,6 +424,8 @@ def _chunk_grad(c: _Chunk, qs, coef: dict) -> Tensor:
         A = add(A, mix.mul_(c.p_minus_t).mul_(2.0))
     if Q.D_FP in coef:
         A = add(A, c.d * c.nt * coef[Q.D_FP])
+    if Q.FP in coef:
+        A = add(A, c.nt * coef[Q.FP])
     if Q.D_SQERR in coef:
         A = add(A, _mul(c.d * c.p_minus_t * (2 * coef[Q.D_SQERR]), c.v))
     grad = None if A is None else A.mul_(c.p).mul_(c.q)
