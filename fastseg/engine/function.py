@@ -128,9 +128,8 @@ def fused_sums(
 ) -> Tensor:
     """``S [B*C, K]``: per-(image, channel) sums of ``quantities`` over ``z, t`` (``[B, C, N]``).
 
-    ``params``: the :class:`TermParams` values as a float64 CPU tensor, so that under
-    torch.compile a hyperparameter that changes between calls is a graph input, not a constant
-    that Dynamo specializes on (one graph for a whole margin schedule).
+    ``params``: the :class:`TermParams` values as a float64 CPU tensor (see the module docstring:
+    for CPU tensors, a graph input under torch.compile, so a margin schedule needs one graph).
     """
     mod = _backend_module(backend, z)
     return mod.fused_loss_forward(
