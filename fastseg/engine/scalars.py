@@ -26,5 +26,5 @@ def values_tensor(values: list[float]) -> Tensor:
     """``values`` as a float64 CPU tensor (the ``params`` input of the fused ``custom_op`` pair)."""
     if not torch.compiler.is_compiling():
         return torch.tensor(values, dtype=torch.float64)
-    zero = torch.zeros((), dtype=torch.float64)
-    return torch.stack([zero + v for v in values])
+    cpu = torch.zeros(())
+    return torch.stack([as_operand(v, cpu) for v in values])
