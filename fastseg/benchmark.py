@@ -258,6 +258,23 @@ def inductor_contender(case: Case, device) -> Callable:
     return fused_contender(case, device, backend="inductor")
 
 
+def compiled_fused_contender(case: Case, device) -> Callable:
+    """``torch.compile`` of fastseg's fused loss (``backend="auto"``), as in a compiled training
+    step: on CUDA the compiler traces into the Triton kernels, on CPU the op runs the Inductor
+    backend. Its own code object per case, so the cases do not share Dynamo's recompile limit
+    (and no ``torch._dynamo.reset()``, which would drop the compiled reference of the case)."""
+    from fastseg.engine.inductor_path import with_own_code
+
+    fn = fused_contender(case, device)
+    compiled = torch.compile(with_own_code(lambda z, t: fn(z, t)))
+    compiled.backend = "inductor" if torch.device(device).type == "cpu" else fn.backend
+    # bytes by design, as for fastseg: Inductor would count the fused ops' inputs and outputs in
+    # the caller's graph and again in the passes they run (CPU)
+    compiled.fused = True
+    compiled.passes_per_step = getattr(fn, "passes_per_step", 1)
+    return compiled
+
+
 def separate_contender(case: Case, device, backend: str = "auto") -> Callable:
     """A sum of losses as one fused call per term (what ``CombinedLoss`` saves passes over)."""
     names = terms_of(case.loss)
@@ -372,6 +389,7 @@ CONTENDERS: dict[str, tuple[str, Callable]] = {
     "fastseg_inductor": ("fused", inductor_contender),
     "reference": ("eager", reference_contender),
     "compiled": ("compiled", compiled_contender),
+    "fastseg_compiled": ("compiled", compiled_fused_contender),
     "monai": ("eager", monai_contender),
     "kornia": ("eager", kornia_contender),
     "torchvision": ("eager", torchvision_contender),
@@ -626,7 +644,7 @@ def _prepare(res: Result, case: Case, fn, z, t, *, device, warmup: int, truth) -
         first = time.perf_counter() - t0
     if kind == "compiled":
         res.compile_s = first
-        if counted["bytes"]:
+        if counted["bytes"] and not getattr(fn, "fused", False):
             res.bytes_per_pixel, res.bytes_method = counted["bytes"] / case.pixels, "inductor"
         if breaks["count"]:
             res.note = f"{breaks['count']} graph break(s): {breaks['reason']}"[:300]
@@ -650,7 +668,7 @@ def _count(res: Result, case: Case, fn, z, t, *, device) -> None:
     # backend="inductor" compiles inside the op, and under a dispatch mode runs the eager torch path
     # instead: its peak is taken like the compiled contender's
     if res.kind == "compiled" or getattr(fn, "backend", None) == "inductor":
-        if res.kind == "fused":
+        if res.kind == "fused" or getattr(fn, "fused", False):
             res.bytes_per_pixel, res.bytes_method = fused_bytes_per_pixel(z, t, getattr(fn, "passes_per_step", 1)), "design"
         if not cuda:
             with rss_peak() as rss:
@@ -702,9 +720,9 @@ def measure_case(case: Case, names, z, t, *, device, repeat: int, warmup: int, t
     cuda = torch.device(device).type == "cuda"
     live = []  # (result, fn, z copy, step times, cuda peak)
     results = {}
-    # The torch.compile'd contenders are made first: their factory resets Dynamo, which would drop
-    # what a contender made before had compiled (backend="inductor") and time its recompilation.
-    for name in sorted(names, key=lambda n: CONTENDERS.get(n, ("eager",))[0] != "compiled"):
+    # The torch.compile'd contenders are made first, `compiled` first of all: its factory resets
+    # Dynamo, which would drop what a contender made before had compiled and time its recompilation.
+    for name in sorted(names, key=lambda n: (n != "compiled", CONTENDERS.get(n, ("eager",))[0] != "compiled")):
         kind, default_factory = CONTENDERS.get(name, ("eager", None))
         res = Result(case.id, case.loss, case.shape, case.dtype, case.data, name, kind, "skipped", repeat=repeat)
         results[name] = res

@@ -48,9 +48,10 @@ def _bench_parser(sub) -> None:
     p.add_argument("--loss", nargs="+", metavar="NAME", help="losses to time; a+b times the sum of catalog losses a and b (default: the compound losses, focal, dice, "
                         "tversky, the distance losses and focal+dice)")
     p.add_argument("--contender", nargs="+", metavar="NAME",
-                   help="contenders (default: all of fastseg fastseg_separate fastseg_inductor reference compiled monai kornia "
-                        "torchvision smp; fastseg_separate: a sum of losses as one fused call per term; fastseg_inductor: "
-                        "backend='inductor', CPU only)")
+                   help="contenders (default: all of fastseg fastseg_separate fastseg_inductor reference compiled "
+                        "fastseg_compiled monai kornia torchvision smp; fastseg_separate: a sum of losses as one fused "
+                        "call per term; fastseg_inductor: backend='inductor', CPU only; fastseg_compiled: "
+                        "torch.compile(fastseg))")
     p.add_argument("--batch", type=int, help="images per batch (default: per device)")
     p.add_argument("--size", help="image size N or HxW (default: per device)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="logits dtype")

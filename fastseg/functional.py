@@ -4,9 +4,10 @@ Every function here has the name, signature, defaults, validation and semantics 
 counterpart in :mod:`fastseg.reference` (the oracle, whose docstrings give the formulas, their
 sources and the catalog's decisions), plus two keywords:
 
-- ``backend``: ``"auto"`` (default; Triton kernels for CUDA tensors, the chunked torch path for
-  CPU tensors), ``"triton"`` (on CPU tensors the kernels run under ``TRITON_INTERPRET=1``),
-  ``"torch"`` or ``"inductor"`` (CPU only, opt-in: the torch path's passes ``torch.compile``d).
+- ``backend``: ``"auto"`` (default; Triton kernels for CUDA tensors; for CPU tensors the chunked
+  torch path, or inside a caller's ``torch.compile`` the Inductor backend), ``"triton"`` (on CPU
+  tensors the kernels run under ``TRITON_INTERPRET=1``), ``"torch"`` or ``"inductor"`` (CPU only,
+  opt-in in eager code: the torch path's passes ``torch.compile``d).
 - ``deterministic`` (default True): the forward reduction runs in a fixed order, so two runs
   give bitwise-identical losses and gradients; ``False`` lets the Triton backend use atomics.
 

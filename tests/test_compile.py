@@ -159,3 +159,80 @@ def test_distance_map_op_fake_and_schema():
     for mode in ("foreground", "background", "field"):
         args = (fg, mode, [1.0, 1.0], False, torch.float32, "auto")
         torch.library.opcheck(_distance_map_op, args, test_utils=("test_schema", "test_faketensor"))
+
+
+# --------------------------------------------------------------------------------------------
+# backend="auto" inside torch.compile on CPU: the Inductor backend
+# --------------------------------------------------------------------------------------------
+
+
+def _fused_sums_backends(fn, *args) -> list[str]:
+    """The ``backend`` argument of every ``fastseg::fused_sums`` call in Dynamo's graph of ``fn``."""
+    seen = []
+
+    def backend(gm, example_inputs):
+        for node in gm.graph.nodes:
+            if node.op == "call_function" and "fused_sums" in str(node.target):
+                seen.append(node.args[7] if len(node.args) > 7 else node.kwargs["backend"])
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(fn, backend=backend, fullgraph=True)(*args)
+    return seen
+
+
+def test_auto_inside_torch_compile_runs_the_inductor_backend_on_cpu(monkeypatch):
+    """Chunked eager code inside a compiled graph would be 2-3x slower than compiling the reference."""
+    from fastseg.engine import inductor_path
+
+    z, t = inputs()
+    z = z[:, :1]
+    assert _fused_sums_backends(lambda z, t: FS.dice(z, t), z, t) == ["inductor"]
+    assert _fused_sums_backends(lambda z, t: FS.dice(z, t, backend="torch"), z, t) == ["torch"]
+    FS.dice(z, t)  # eager: the torch path (no compile in sight)
+    monkeypatch.setattr(inductor_path, "_COMPILER_AVAILABLE", False)
+    assert _fused_sums_backends(lambda z, t: FS.dice(z, t), z, t) == ["torch"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hybrid_focal_margin", "dibe", "distance_loss"])
+def test_compiled_training_step_with_the_default_backend_follows_the_reference(name):
+    """torch.compile (Inductor) of model + loss, backend="auto": parameter gradients vs the
+    float64 reference loss on the same model."""
+    import fastseg.reference as R
+
+    model = tiny_model()
+    x, t = inputs()
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, t: getattr(FS, name)(model(x), t), fullgraph=True)
+    loss_c, grads_c = grads(model, compiled, x, t)
+    model64 = tiny_model().double()
+    loss_r, grads_r = grads(model64, lambda x, t: getattr(R, name)(model64(x), t), x.double(), t)
+    torch.testing.assert_close(loss_c.double(), loss_r, rtol=2e-6, atol=1e-7)
+    for a, b in zip(grads_c, grads_r):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-6 * b.abs().max().item())
+
+
+def test_a_margin_schedule_inside_torch_compile_compiles_the_caller_twice_and_the_passes_once():
+    """The caller's graph compiles for the first value and once more with the value symbolic; the
+    Inductor passes the fused op runs take the values as an input and were compiled by an eager
+    call already (the same dispatch state either way): nothing else compiles."""
+    import fastseg.reference as R
+    from torch._dynamo.utils import counters
+
+    z, t = inputs()
+    z = z[:, :1]
+    torch._dynamo.reset()
+    FS.hybrid_focal_margin(z.clone().requires_grad_(), t, m=0.2, backend="inductor").backward()
+    graphs = counters["stats"]["unique_graphs"]
+    compiled = torch.compile(lambda z, t, m: FS.hybrid_focal_margin(z, t, m=m), backend="aot_eager", fullgraph=True)
+    for m in (0.5, 0.9, 1.3, 0.7, 1.1):
+        x = z.clone().requires_grad_()
+        loss = compiled(x, t, m)
+        loss.backward()
+        xr = z.double().requires_grad_()
+        ref = R.hybrid_focal_margin(xr, t, m=m)
+        ref.backward()
+        torch.testing.assert_close(loss.double(), ref.detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(x.grad.double(), xr.grad, rtol=0, atol=1e-5 * xr.grad.abs().max().item())
+    assert counters["stats"]["unique_graphs"] - graphs == 2

@@ -32,7 +32,8 @@ Backends (``backend=``): ``"torch"`` is :mod:`.torch_path`; ``"inductor"`` (CPU 
 opt-in) is :mod:`.inductor_path`, the same formulas through ``torch.compile``d passes; ``"triton"`` is ``kernels/fused_loss.py``
 (imported lazily; on CPU tensors it runs under ``TRITON_INTERPRET=1``, which this module sets
 at import on machines without CUDA unless triton was imported before or the variable is set);
-``"auto"`` picks Triton for CUDA tensors, torch otherwise.
+``"auto"`` picks Triton for CUDA tensors; for CPU tensors torch, or Inductor when the call is
+traced by the caller's ``torch.compile`` (:func:`resolve_backend`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice
-from . import torch_path
+from . import inductor_path, torch_path
 from .scalars import values_tensor
 from .spec import TermParams
 
@@ -60,9 +61,17 @@ if not torch.cuda.is_available() and "triton" not in sys.modules:
 
 
 def resolve_backend(backend: str, z: Tensor) -> str:
+    """The backend that runs ``backend`` for ``z``. ``"auto"``: Triton for CUDA tensors; for CPU
+    tensors the torch path, or Inductor when the call is traced by the caller's ``torch.compile``
+    (whose graph then calls the op; a C++ compiler must be found, as for the caller's own
+    Inductor graph). The torch path is chunked eager code, 2-3x slower than compiled code."""
     check_choice("backend", backend, BACKENDS)
     if backend == "auto":
-        return "triton" if z.is_cuda else "torch"
+        if z.is_cuda:
+            return "triton"
+        if z.device.type == "cpu" and torch.compiler.is_compiling() and inductor_path.compiler_available():
+            return "inductor"
+        return "torch"
     if backend == "torch" and z.device.type not in ("cpu", "cuda"):
         raise ValueError(f"backend='torch' supports CPU and CUDA tensors; got device {z.device}")
     if backend == "inductor" and z.device.type != "cpu":
@@ -93,8 +102,9 @@ def _backend_module(backend: str, z: Tensor):
     if backend == "torch":
         return torch_path
     if backend == "inductor":
-        return importlib.import_module("fastseg.engine.inductor_path")
+        return inductor_path
     return _triton_module(not z.is_cuda)
+
 
 
 def _params(params: list[float] | Tensor) -> TermParams:

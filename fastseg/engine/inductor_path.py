@@ -1,6 +1,9 @@
-"""The Inductor backend of the fused engine (CPU, opt-in): :mod:`.torch_path`'s formulas, compiled.
+"""The Inductor backend of the fused engine (CPU): :mod:`.torch_path`'s formulas, compiled.
 
-Same interface as :mod:`.torch_path`::
+Opt-in in eager code (``backend="inductor"``); ``backend="auto"`` takes it for the calls a
+caller's ``torch.compile`` traces (its graph calls the fused op, the op runs these passes: a
+model compiled with its loss gets compiled loss passes, not chunked eager code). Same
+interface as :mod:`.torch_path`::
 
     fused_loss_forward(z, t, *, quantities, params, valid, weight, distance, deterministic) -> S [B*C, K]
     fused_loss_backward(z, t, coeffs, *, quantities, params, valid, weight, distance) -> dL/dz like z
@@ -30,6 +33,7 @@ torch.compile cannot run: profilers, ``FlopCounterMode``, ...), go to :mod:`.tor
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import types
 
@@ -47,7 +51,7 @@ _CACHE: dict = {}
 _SERIAL = itertools.count()
 
 
-def _fresh(fn):
+def with_own_code(fn):
     """A copy of ``fn`` with its own code object (Dynamo caches compiled variants per code object)."""
     code = fn.__code__.replace(co_name=f"{fn.__name__}_{next(_SERIAL)}")
     return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
@@ -115,7 +119,7 @@ def _backward_fn(qs, params: TermParams, dtype: torch.dtype, live):
 def _compiled(kind: str, key: tuple, make):
     fn = _CACHE.get((kind,) + key)
     if fn is None:
-        fn = torch.compile(_fresh(make()), fullgraph=True)
+        fn = torch.compile(with_own_code(make()), fullgraph=True)
         _CACHE[(kind,) + key] = fn
     return fn
 
@@ -134,6 +138,41 @@ def _under_dispatch_mode() -> bool:
     """A Python dispatch mode is active (a profiler, FlopCounterMode, ...): torch.compile refuses to
     run there and would mark the function as not compilable for good, so the call goes eager."""
     return bool(_python_dispatch._get_current_dispatch_mode_stack())
+
+
+@torch._dynamo.assume_constant_result
+def compiler_available() -> bool:
+    """Whether Inductor finds a C++ compiler here (asked once; a constant for torch.compile)."""
+    global _COMPILER_AVAILABLE
+    if _COMPILER_AVAILABLE is None:
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+            _COMPILER_AVAILABLE = True
+        except Exception:  # no compiler, or a torch without this (private) helper
+            _COMPILER_AVAILABLE = False
+    return _COMPILER_AVAILABLE
+
+
+_COMPILER_AVAILABLE: bool | None = None
+
+
+def _below_autograd():
+    """The dispatch state of an op called through autograd, whoever calls the op.
+
+    Dynamo guards on the inputs' dispatch keys as the thread sees them, and on their
+    ``requires_grad``: below the autograd kernel of the op (an eager call) ``ADInplaceOrView`` is
+    excluded and the saved logits require grad, in a compiled caller's graph neither, so each
+    pass would compile twice (0.1-0.5 s) for a process that calls the loss both ways, or for
+    the first and later calls of a caller's new graph. With this and :func:`_plain` they match.
+    """
+    below = getattr(torch._C, "_AutoDispatchBelowADInplaceOrView", None)
+    return below() if below is not None else contextlib.nullcontext()
+
+
+def _plain(*tensors):
+    return tuple(None if x is None else x.detach() for x in tensors)
 
 
 def _check_device(z: Tensor) -> None:
@@ -160,7 +199,8 @@ def fused_loss_forward(
                                      distance=distance, deterministic=deterministic)
     dtype = tp.compute_dtype(z)
     fn = _compiled("fwd", _key(qs, params, z, t, valid, weight, distance), lambda: _forward_fn(qs, params, dtype))
-    return fn(z, t, valid, weight, distance, _values(params, dtype))
+    with _below_autograd():
+        return fn(*_plain(z, t, valid, weight, distance), _values(params, dtype))
 
 
 def fused_loss_backward(
@@ -187,4 +227,5 @@ def fused_loss_backward(
     dtype = tp.compute_dtype(z)
     key = _key(qs, params, z, t, valid, weight, distance) + (coeffs.dtype,)
     fn = _compiled("bwd", key, lambda: _backward_fn(qs, params, dtype, live))
-    return fn(z, t, coeffs, valid, weight, distance, _values(params, dtype))
+    with _below_autograd():
+        return fn(*_plain(z, t, coeffs, valid, weight, distance), _values(params, dtype))
