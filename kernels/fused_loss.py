@@ -270,26 +270,35 @@ def _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL: tl.constexpr, PER_ELEMENT: tl.co
 
 
 @triton.jit
-def _load_tile(
-    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, C, N, n_tiles,
-    z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc,
-    HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr, FP64: tl.constexpr,
-    BLOCK: tl.constexpr,
-):  # fmt: skip
-    """This program's tile of group ``g = pid // n_tiles``: ``(g, tile, offs, inb, mask, z, t, w, d)``.
+def _tile_coords(C, N, n_tiles, BLOCK: tl.constexpr):
+    """This program's tile of group ``g = pid // n_tiles``: ``(g, tile, b, c, offs, inb)``.
 
-    ``inb``: the lanes inside the row; ``mask``: those that are also valid. ``z, t, w, d`` are in
-    the compute dtype (float64 for ``FP64``, else float32), masked lanes 0; ``w`` is 1 and ``d`` is
-    0 when absent (their constexpr switch is off, so they are never read, and the constant ``w``
-    folds out of ``v * w``).
+    ``inb``: the lanes inside the row. Apart from :func:`_load_tile` on purpose: where a kernel
+    stores must not derive from a call that takes the input pointers, or torch.compile's
+    analysis of the kernel (which follows a call's results back to all its arguments) takes
+    every input for written, and then copies each one before every launch.
     """
     pid = tl.program_id(0).to(tl.int64)
     g = pid // n_tiles
     tile = pid % n_tiles
-    b = g // C
-    c = g % C
     offs = tile * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
-    inb = offs < N
+    return g, tile, g // C, g % C, offs, offs < N
+
+
+@triton.jit
+def _load_tile(
+    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, b, c, offs, inb,
+    z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc,
+    HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr, FP64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """The tile's operands ``(mask, z, t, w, d)`` at ``offs`` of image ``b``, channel ``c``.
+
+    ``mask``: the lanes ``inb`` that are also valid. ``z, t, w, d`` are in the compute dtype
+    (float64 for ``FP64``, else float32), masked lanes 0; ``w`` is 1 and ``d`` is 0 when absent
+    (their constexpr switch is off, so they are never read, and the constant ``w`` folds out of
+    ``v * w``).
+    """
     mask = inb
     if HAS_VALID:
         ok = tl.load(valid_ptr + b * v_sb + c * v_sc + offs, mask=inb, other=0)
@@ -308,7 +317,7 @@ def _load_tile(
         d = tl.load(dist_ptr + b * d_sb + c * d_sc + offs, mask=mask, other=0.0).to(z.dtype)
     else:
         d = tl.zeros([BLOCK], z.dtype)
-    return g, tile, offs, inb, mask, z, t, w, d
+    return mask, z, t, w, d
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,8 +349,9 @@ def _fused_loss_forward_kernel(
     ``PER_ELEMENT`` (a single group whose every element is its own group, ``reduction="none"``):
     ``out[n, COL_<q>]`` is the quantity of element ``n`` itself.
     """
-    g, tile, offs, inb, mask, z, t, w, d = _load_tile(
-        z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, C, N, n_tiles,
+    g, tile, b, c, offs, inb = _tile_coords(C, N, n_tiles, BLOCK)
+    mask, z, t, w, d = _load_tile(
+        z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, b, c, offs, inb,
         z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc,
         HAS_VALID, HAS_WEIGHT, HAS_DIST, FP64, BLOCK,
     )  # fmt: skip
@@ -428,8 +438,9 @@ def _fused_loss_backward_kernel(
 
     ``PER_ELEMENT``: the coefficients are per element, ``c[n, COL_k]``.
     """
-    g, tile, offs, inb, mask, z, t, w, d = _load_tile(
-        z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, C, N, n_tiles,
+    g, tile, b, c, offs, inb = _tile_coords(C, N, n_tiles, BLOCK)
+    mask, z, t, w, d = _load_tile(
+        z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, b, c, offs, inb,
         z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc,
         HAS_VALID, HAS_WEIGHT, HAS_DIST, FP64, BLOCK,
     )  # fmt: skip

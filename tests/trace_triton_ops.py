@@ -1,0 +1,104 @@
+"""Trace torch.compile into the ``triton_op`` pair on CPU tensors, as a CUDA machine would.
+
+Run by tests/test_triton_trace.py in its own process: the kernels must be real ``JITFunction``s
+(no ``TRITON_INTERPRET``), and Triton's driver is replaced by one that names an sm_90 target, so
+that torch's analysis of each kernel (which arguments it writes: those become outputs of the
+functional graph, and everything else must be left alone) runs on the same TTIR as on an H100.
+The compiled graphs are captured, never run (there is no GPU to launch the kernels on).
+
+Prints one JSON object: for every case, the pointers the analysis found written, per kernel,
+and the error, if tracing failed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+os.environ["TRITON_INTERPRET"] = "0"
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from torch._dynamo.backends.common import aot_autograd  # noqa: E402
+from torch._functorch.partitioners import min_cut_rematerialization_partition  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+
+import torch._higher_order_ops.triton_kernel_wrap as kernel_wrap  # noqa: E402
+
+import fastseg.functional as FS  # noqa: E402
+from fastseg.engine import function  # noqa: E402
+
+
+class SM90Driver:
+    """What torch's kernel analysis asks Triton's driver: the target to lower the kernel for."""
+
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+    def get_active_torch_device(self):
+        return torch.device("cuda")
+
+    def get_current_device(self):
+        return 0
+
+
+triton.runtime.driver.set_active(SM90Driver())
+function._triton_module = lambda on_cpu: importlib.import_module("fastseg.kernels.fused_loss")
+function.register_triton_ops()
+
+writes: list = []
+_identify = kernel_wrap.identify_accessed_tensors
+
+
+def recording_identify(kernel, kwargs, tma_descriptor_metadata):
+    accesses = _identify(kernel, kwargs, tma_descriptor_metadata)
+    writes.append([kernel.fn.__name__, sorted(dep.name for dep in accesses.read_writes.writes)])
+    return accesses
+
+
+kernel_wrap.identify_accessed_tensors = recording_identify
+
+
+class Traced(Exception):
+    """Raised by the captured graph instead of launching kernels."""
+
+
+def capture(gm, example_inputs):
+    def run(*args):
+        raise Traced()
+
+    return run
+
+
+BACKEND = aot_autograd(fw_compiler=capture, bw_compiler=capture, partition_fn=min_cut_rematerialization_partition)
+
+g = torch.Generator().manual_seed(0)
+Z = torch.randn(2, 1, 64, 72, generator=g)  # several tiles per image: the partial sums are reduced
+T = torch.rand(2, 1, 64, 72, generator=g) < 0.2
+D = torch.rand(2, 1, 64, 72, generator=g)
+CASES = {
+    "hybrid_focal_margin, bool target": lambda z: FS.hybrid_focal_margin(z, T, backend="triton"),
+    "dice, uint8 target, ignore mask": lambda z: FS.dice(z, T.to(torch.uint8), ignore=T & (z > 2), backend="triton"),
+    "weighted focal, soft target": lambda z: FS.focal(z, T.float() * 0.9, weight=z.detach().abs(), backend="triton"),
+    "dibe, deterministic=False": lambda z: FS.dibe(z, T, backend="triton", deterministic=False),
+    "focal, reduction='none'": lambda z: FS.focal(z, T, reduction="none", backend="triton").sum(),
+    "distance_loss, map given": lambda z: FS.distance_loss(z, T, distance=D, backend="triton"),
+    "hausdorff_dt, maps computed": lambda z: FS.hausdorff_dt(z, T, backend="triton"),
+}
+
+report = {}
+for name, loss in CASES.items():
+    writes.clear()
+    torch._dynamo.reset()
+    error = None
+    try:
+        torch.compile(loss, backend=BACKEND, fullgraph=True)(Z.clone().requires_grad_())
+    except Traced:
+        pass
+    except Exception as err:  # noqa: BLE001 - reported to the test
+        error = f"{type(err).__name__}: {' '.join(str(err).strip().splitlines()[:2])}"
+    report[name] = {"writes": [list(w) for w in writes], "error": error}
+
+json.dump(report, sys.stdout)
