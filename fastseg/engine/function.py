@@ -106,7 +106,6 @@ def _backend_module(backend: str, z: Tensor):
     return _triton_module(not z.is_cuda)
 
 
-
 def _params(params: list[float] | Tensor) -> TermParams:
     return TermParams(*(params.tolist() if isinstance(params, Tensor) else params))
 

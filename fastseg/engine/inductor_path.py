@@ -140,6 +140,9 @@ def _under_dispatch_mode() -> bool:
     return bool(_python_dispatch._get_current_dispatch_mode_stack())
 
 
+_COMPILER_AVAILABLE: bool | None = None
+
+
 @torch._dynamo.assume_constant_result
 def compiler_available() -> bool:
     """Whether Inductor finds a C++ compiler here (asked once; a constant for torch.compile)."""
@@ -153,9 +156,6 @@ def compiler_available() -> bool:
         except Exception:  # no compiler, or a torch without this (private) helper
             _COMPILER_AVAILABLE = False
     return _COMPILER_AVAILABLE
-
-
-_COMPILER_AVAILABLE: bool | None = None
 
 
 def _below_autograd():
