@@ -41,7 +41,8 @@ for stage in "${STAGES[@]}"; do
     case $stage in
         tests) run_stage cuda-tests python3 -m pytest -q -p no:cacheprovider \
                    tests/test_kernels.py tests/test_functional_triton.py tests/test_functional_distance.py \
-                   tests/test_edt_triton.py tests/test_edt.py tests/test_functional.py tests/test_compile.py ;;
+                   tests/test_edt_triton.py tests/test_edt.py tests/test_functional.py tests/test_compile.py \
+                   tests/test_triton_trace.py ;;
         validate) run_stage validate python3 -m fastseg validate --json "$OUT/validate.json" ;;
         edt) run_stage edt python3 -m fastseg bench --edt --json "$OUT/edt.json" ;;
         bench) run_stage bench python3 -m fastseg bench --no-progress --json "$OUT/gpu.json" \
