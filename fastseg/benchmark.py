@@ -877,11 +877,14 @@ def _nvidia_driver() -> str | None:
 
 
 def run(cases: list[Case], contenders=None, *, device="cpu", repeat: int = 5, warmup: int = 1,
-        check: bool = True, progress: bool = True, factories: dict | None = None, command: str | None = None) -> dict:
+        check: bool = True, progress: bool = True, factories: dict | None = None, command: str | None = None,
+        on_case: Callable[[dict], None] | None = None) -> dict:
     """Measure every contender on every case; return ``{"environment", "settings", "results"}``.
 
     ``factories`` adds or replaces contenders (``name -> factory(case, device)``, kind "eager"
     unless the name is a built-in one); the tests use it to time a known op sequence.
+    ``on_case`` receives the report so far after each case (``settings["cases_done"]`` of
+    ``settings["cases"]``), so a run cut short by a time limit leaves what it measured.
     """
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1; got {repeat}")
@@ -896,8 +899,19 @@ def run(cases: list[Case], contenders=None, *, device="cpu", repeat: int = 5, wa
     bar = ProgressBar(len(cases) * len(names), enabled=progress)
     bandwidth = copy_bandwidth(device)
     results = []
+    env = environment(device)
+
+    def report(done: int) -> dict:
+        return {
+            "environment": env,
+            "settings": {"repeat": repeat, "warmup": warmup, "seed": SEED, "device": str(device),
+                         "copy_bandwidth_gbs": bandwidth / 1e9 if bandwidth else None,
+                         "command": command or " ".join(sys.argv), "cases": len(cases), "cases_done": done},
+            "results": [asdict(r) for r in results],
+        }
+
     inputs_key, z, t = None, None, None
-    for case in cases:
+    for done, case in enumerate(cases, 1):
         key = (case.batch, case.height, case.width, case.dtype, case.data, case.seed)
         if key != inputs_key:
             z = t = None
@@ -916,14 +930,10 @@ def run(cases: list[Case], contenders=None, *, device="cpu", repeat: int = 5, wa
                 r.speedup = base.median_ms / r.median_ms
         results += case_rows
         truth = None
+        if on_case:
+            on_case(report(done))
     bar.close()
-    return {
-        "environment": environment(device),
-        "settings": {"repeat": repeat, "warmup": warmup, "seed": SEED, "device": str(device),
-                     "copy_bandwidth_gbs": bandwidth / 1e9 if bandwidth else None,
-                     "command": command or " ".join(sys.argv)},
-        "results": [asdict(r) for r in results],
-    }
+    return report(len(cases))
 
 
 # ================================================================================================

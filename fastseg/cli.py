@@ -124,8 +124,11 @@ def bench(args) -> int:
         factories = None
         if args.backend != "auto":
             factories = {"fastseg": lambda case, dev: benchmark.fused_contender(case, dev, backend=args.backend)}
+        # the JSON is rewritten after every case: a run stopped by a time limit keeps what it measured
+        save = (lambda partial: benchmark.write_json(partial, args.json)) if args.json else None
         report = benchmark.run(cases, contenders, device=device, repeat=repeat, warmup=warmup, check=not args.no_check,
-                               progress=not args.no_progress, factories=factories, command=args.command_line)
+                               progress=not args.no_progress, factories=factories, command=args.command_line,
+                               on_case=save)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -229,11 +229,25 @@ def test_compiled_contenders_are_made_first_and_reported_in_the_given_order():
             return lambda zz, tt: reference.dice(zz, tt)
         return make
 
-    names = ["fastseg_inductor", "reference", "compiled"]
+    names = ["fastseg_inductor", "fastseg_compiled", "reference", "compiled"]
     results = fb.measure_case(case, names, z, t, device="cpu", repeat=1, warmup=1,
                               factories={n: factory(n) for n in names})
-    assert made[0] == "compiled" and sorted(made) == sorted(names)
+    assert made[:2] == ["compiled", "fastseg_compiled"] and sorted(made) == sorted(names)
     assert [r.contender for r in results] == names
+
+
+def test_run_hands_over_the_report_after_every_case():
+    """What a run cut short by a time limit leaves: every finished case, and how many there were."""
+    from fastseg import reference
+
+    cases = [_tiny_case("dice"), _tiny_case("tversky")]
+    seen = []
+    final = fb.run(cases, ["reference"], device="cpu", repeat=1, warmup=1, progress=False,
+                   factories={"reference": lambda c, d: lambda zz, tt: reference.dice(zz, tt)},
+                   on_case=lambda partial: seen.append(partial))
+    assert [p["settings"]["cases_done"] for p in seen] == [1, 2]
+    assert [[r["loss"] for r in p["results"]] for p in seen] == [["dice"], ["dice", "tversky"]]
+    assert seen[-1]["results"] == final["results"] and final["settings"]["cases"] == 2
 
 
 def test_inductor_contender_is_cpu_only():
