@@ -189,9 +189,22 @@ def test_auto_inside_torch_compile_runs_the_inductor_backend_on_cpu(monkeypatch)
     z = z[:, :1]
     assert _fused_sums_backends(lambda z, t: FS.dice(z, t), z, t) == ["inductor"]
     assert _fused_sums_backends(lambda z, t: FS.dice(z, t, backend="torch"), z, t) == ["torch"]
-    FS.dice(z, t)  # eager: the torch path (no compile in sight)
     monkeypatch.setattr(inductor_path, "_COMPILER_AVAILABLE", False)
     assert _fused_sums_backends(lambda z, t: FS.dice(z, t), z, t) == ["torch"]
+
+
+def test_auto_in_torch_export_keeps_the_torch_path():
+    """An exported program runs where no compiler may be: its fused op must not need Inductor."""
+
+    class Loss(torch.nn.Module):
+        def forward(self, z, t):
+            return FS.dice(z, t)
+
+    z, t = inputs()
+    exported = torch.export.export(Loss(), (z[:, :1], t))
+    backends = [n.args[7] for n in exported.graph.nodes if "fused_sums" in str(n.target)]
+    assert backends == ["torch"]
+    torch.testing.assert_close(exported.module()(z[:, :1], t), FS.dice(z[:, :1], t))
 
 
 @pytest.mark.slow

@@ -64,12 +64,13 @@ def resolve_backend(backend: str, z: Tensor) -> str:
     """The backend that runs ``backend`` for ``z``. ``"auto"``: Triton for CUDA tensors; for CPU
     tensors the torch path, or Inductor when the call is traced by the caller's ``torch.compile``
     (whose graph then calls the op; a C++ compiler must be found, as for the caller's own
-    Inductor graph). The torch path is chunked eager code, 2-3x slower than compiled code."""
+    Inductor graph). The torch path is chunked eager code, 2-3x slower than compiled code.
+    ``torch.export`` keeps the torch path: an exported program must not need a compiler."""
     check_choice("backend", backend, BACKENDS)
     if backend == "auto":
         if z.is_cuda:
             return "triton"
-        if z.device.type == "cpu" and torch.compiler.is_compiling() and inductor_path.compiler_available():
+        if z.device.type == "cpu" and _inside_torch_compile() and inductor_path.compiler_available():
             return "inductor"
         return "torch"
     if backend == "torch" and z.device.type not in ("cpu", "cuda"):
@@ -79,6 +80,11 @@ def resolve_backend(backend: str, z: Tensor) -> str:
             f"backend='inductor' supports CPU tensors only; got device {z.device} (use 'auto', 'triton' or 'torch')"
         )
     return backend
+
+
+def _inside_torch_compile() -> bool:
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+    return torch.compiler.is_compiling() and not exporting()
 
 
 def _triton_module(on_cpu: bool):
