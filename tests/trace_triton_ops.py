@@ -28,6 +28,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 import torch._higher_order_ops.triton_kernel_wrap as kernel_wrap  # noqa: E402
 
 import fastseg.functional as FS  # noqa: E402
+import fastseg.losses as L  # noqa: E402
 from fastseg.engine import function  # noqa: E402
 
 
@@ -74,6 +75,11 @@ def capture(gm, example_inputs):
 
 BACKEND = aot_autograd(fw_compiler=capture, bw_compiler=capture, partition_fn=min_cut_rematerialization_partition)
 
+# every quantity but D_SQERR (hausdorff_dt's, traced on its own): EL, sensitivity-specificity, p^2,
+# DIBE, margin focal, FP and the distance-weighted FP, in one pass
+EVERY = (L.ELCrossEntropyLoss(backend="triton") + L.SensitivitySpecificityLoss(backend="triton")
+         + L.SquaredDiceLoss(backend="triton") + L.DIBELoss(backend="triton")
+         + L.HybridFocalMarginDistanceLoss(backend="triton"))
 g = torch.Generator().manual_seed(0)
 Z = torch.randn(2, 1, 64, 72, generator=g)  # several tiles per image: the partial sums are reduced
 T = torch.rand(2, 1, 64, 72, generator=g) < 0.2
@@ -86,6 +92,8 @@ CASES = {
     "focal, reduction='none'": lambda z: FS.focal(z, T, reduction="none", backend="triton").sum(),
     "distance_loss, map given": lambda z: FS.distance_loss(z, T, distance=D, backend="triton"),
     "hausdorff_dt, maps computed": lambda z: FS.hausdorff_dt(z, T, backend="triton"),
+    "a sum reading 16 of the 17 quantities, fp16 logits": lambda z: EVERY(z.half(), T),
+    "unified_focal, fp64 logits": lambda z: FS.unified_focal(z.double(), T, backend="triton"),
 }
 
 report = {}
