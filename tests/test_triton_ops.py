@@ -7,8 +7,9 @@ torch.compile traces into them); without CUDA they are not registered and the op
 in a subprocess that registers the ``triton_op`` pair first (``FASTSEG_TEST_TRITON_OPS=1``, see
 conftest.py): the interpreter then launches the kernels eagerly on CPU tensors, so the ops'
 schemas, autograd registration and argument plumbing are checked against the reference before
-any GPU runs them. Tracing them with torch.compile needs real kernels, hence a GPU
-(``test_cuda_torch_compile_fullgraph_traces_the_triton_ops``).
+any GPU runs them. Tracing them with torch.compile needs real kernels: test_triton_trace.py
+traces them on CPU tensors up to the launch (graphs captured, not run), and
+``test_cuda_torch_compile_fullgraph_traces_the_triton_ops`` runs them on a GPU.
 """
 
 from __future__ import annotations

@@ -268,7 +268,8 @@ def register_triton_ops() -> None:
     Defining a ``triton_op`` imports triton, which on a CPU-only machine must wait until
     ``TRITON_INTERPRET`` is settled (see :func:`_triton_module`). tests/test_triton_ops.py calls
     this under the interpreter to run the same ops eagerly on CPU tensors (``wrap_triton`` then
-    launches the interpreted kernels directly; tracing them needs a GPU).
+    launches the interpreted kernels directly); tests/trace_triton_ops.py calls it without the
+    interpreter to trace torch.compile into the kernels on CPU tensors.
     """
     global _triton_ops_registered
     if _triton_ops_registered:
