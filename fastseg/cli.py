@@ -86,6 +86,9 @@ def _validate_parser(sub) -> None:
     p.add_argument("--contender", metavar="MODULE[:ATTR]",
                    help="validate another implementation: a module (or an object in it) with one function per loss")
     p.add_argument("--quick", action="store_true", help="one small size instead of four")
+    p.add_argument("--compiled", action="store_true",
+                   help="run the contender under torch.compile(fullgraph=True), one compiled function per loss, dtype "
+                        "and label kind (implies --quick; every variant compiles: minutes per dtype)")
     p.add_argument("--verbose", action="store_true", help="print every comparison, not only the failures")
     p.add_argument("--json", metavar="PATH", help="write every comparison as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
@@ -180,11 +183,13 @@ def validate(args) -> int:
             lookup, name = val.module_lookup(args.contender), args.contender
         else:
             lookup, name = val.functional_lookup(args.backend), f"fastseg.functional (backend={args.backend})"
+        if args.compiled:
+            name = f"torch.compile({name})"
         names = args.loss or val.loss_names(lambda n: lookup(n) is not None)
         dtypes = args.dtype or val.supported_dtypes(__import__("torch").device(device))
         bar = ProgressBar(len(names) * len(dtypes), enabled=not args.no_progress)
         report = val.run(lookup=lookup, contender=name, device=device, dtypes=dtypes, losses=args.loss,
-                         quick=args.quick, progress=bar.update)
+                         quick=args.quick, progress=bar.update, compiled=args.compiled)
         bar.close()
     except (ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -262,8 +262,15 @@ def run(
     losses: Iterable[str] | None = None,
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
+    compiled: bool = False,
 ) -> Report:
-    """Compare ``lookup(name)`` with ``fastseg.reference.<name>`` over the variants above."""
+    """Compare ``lookup(name)`` with ``fastseg.reference.<name>`` over the variants above.
+
+    ``compiled``: the contender runs under ``torch.compile(fullgraph=True)`` (default backend),
+    one compiled function per loss, dtype and label kind, so its scopes and other
+    hyperparameter values are later calls of the same compiled function, as in a training
+    loop; implies ``quick`` (each variant compiles).
+    """
     from . import reference
 
     device = torch.device(device)
@@ -277,7 +284,7 @@ def run(
         if unknown:
             raise ValueError(f"unknown loss {unknown[0]!r}; choose from {', '.join(names)}")
         names = list(losses)
-    sizes = QUICK_SIZES if quick else SIZES
+    sizes = QUICK_SIZES if quick or compiled else SIZES
     report = Report(contender=contender, device=str(device))
     for name in names:
         ref_fn = getattr(reference, name)
@@ -287,11 +294,23 @@ def run(
         variants += [(sizes[0], sc, lab, None) for lab in LABELS[1:] for sc in scopes]
         variants += [(sizes[0], sc, "hard", prm) for prm in PARAMETER_VALUES.get(name, ()) for sc in scopes]
         for dname in dtypes:
+            compiled_fns: dict[str, Callable] = {}
             for shape, scope, labels, params in variants:
-                report.rows.append(compare(name, ref_fn, fn, shape, DTYPES[dname], scope, labels, device, params=params))
+                run_fn = fn
+                if compiled and fn is not None:
+                    run_fn = compiled_fns.setdefault(labels, _compile(fn))
+                report.rows.append(compare(name, ref_fn, run_fn, shape, DTYPES[dname], scope, labels, device,
+                                           params=params))
             if progress:
                 progress(f"{name} {dname}")
     return report
+
+
+def _compile(fn: Callable) -> Callable:
+    """``torch.compile(fn, fullgraph=True)`` with its own code object (its own recompile limit)."""
+    from .engine.inductor_path import with_own_code
+
+    return torch.compile(with_own_code(lambda *args, **kwargs: fn(*args, **kwargs)), fullgraph=True)
 
 
 # ------------------------------------------------------------------------------------------------
