@@ -5,7 +5,8 @@
 #
 # Stages: tests (the CUDA-relevant tests), validate (fastseg validate), edt (fastseg bench --edt),
 # bench (fastseg bench at 16x1x2048x2048: every loss compiled twice, reference and fastseg, fits
-# one call), bench-4k (4x1x4096x4096, if device time is left), kernels (registers and spills).
+# one call), bench-4k (4x1x4096x4096, if device time is left), validate-compiled (seven losses
+# through torch.compile, if device time is left), kernels (registers and spills).
 # One device command may run 600 s and the tests alone compile about 270 Triton specialisations
 # from a cold cache, so a session makes three calls: "tests", then "validate edt", then "bench".
 # Every stage has its own time limit (STAGE_LIMIT_S, default 540 s: one stage per call fits) and
@@ -45,12 +46,15 @@ for stage in "${STAGES[@]}"; do
                    tests/test_edt_triton.py tests/test_edt.py tests/test_functional.py tests/test_compile.py \
                    tests/test_triton_trace.py ;;
         validate) run_stage validate python3 -m fastseg validate --json "$OUT/validate.json" ;;
+        validate-compiled) run_stage validate-compiled python3 -m fastseg validate --compiled --dtype float32 \
+                   --loss hybrid_focal_margin dibe unified_focal dice focal distance_loss hausdorff_dt \
+                   --json "$OUT/validate-compiled.json" ;;
         edt) run_stage edt python3 -m fastseg bench --edt --json "$OUT/edt.json" ;;
         bench) run_stage bench python3 -m fastseg bench --no-progress --batch 16 --size 2048 --json "$OUT/gpu.json" \
                    --markdown "$OUT/gpu.md" --plot "$OUT/gpu.png" ;;
         bench-4k) run_stage bench-4k python3 -m fastseg bench --no-progress --batch 4 --size 4096 \
                    --json "$OUT/gpu-4k.json" --markdown "$OUT/gpu-4k.md" ;;
         kernels) run_stage kernels python3 -m fastseg kernels --arch 90 --jobs 16 ;;
-        *) echo "unknown stage: $stage (tests validate edt bench bench-4k kernels)" >&2; exit 2 ;;
+        *) echo "unknown stage: $stage (tests validate validate-compiled edt bench bench-4k kernels)" >&2; exit 2 ;;
     esac
 done
