@@ -267,7 +267,6 @@ def compiled_fused_contender(case: Case, device) -> Callable:
 
     fn = fused_contender(case, device)
     compiled = torch.compile(with_own_code(lambda z, t: fn(z, t)))
-    compiled.backend = "inductor" if torch.device(device).type == "cpu" else fn.backend
     # bytes by design, as for fastseg: Inductor would count the fused ops' inputs and outputs in
     # the caller's graph and again in the passes they run (CPU)
     compiled.fused = True
