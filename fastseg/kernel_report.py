@@ -232,6 +232,7 @@ def _signature_and_constexprs(v: Variant):
             "valid_ptr": "*u8" if v.valid else z,
             "weight_ptr": "*fp32" if v.weight else z,
             "dist_ptr": "*fp32" if set(v.quantities) & fl.NEEDS_DISTANCE else z,
+            "params_ptr": "*fp64",
         }
         if v.kernel == "forward":
             fn = fl._fused_loss_forward_kernel
@@ -242,7 +243,6 @@ def _signature_and_constexprs(v: Variant):
             ce = fl.backward_constexprs(v.quantities, params, **common)
             ptrs["c_ptr"] = "*fp32"
             ptrs["grad_ptr"] = z
-        ptrs.update(dict.fromkeys(fl.kernel_scalars(v.quantities, params), "fp32"))
         warps = block_and_warps(v.block)[1]
     signature = {}
     for name in fn.arg_names:

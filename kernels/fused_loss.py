@@ -21,11 +21,14 @@ Kernel design:
 - Backward: the same grid, recomputing ``p`` from ``z``, reading ``c[g, :]`` (any strides) and
   writing ``dL/dz`` once, in z's dtype. Quantities with a zero derivative (SUM_T, SUM_TT, COUNT)
   are not compiled into it.
-- The scalar parameters (:class:`~fastseg.engine.spec.TermParams`) are runtime arguments, so a
-  margin schedule or an OII alpha search runs one compiled kernel for every value; only their
-  *form* is a constexpr (exponents 0, 1 and 2 multiplied out, margin on or off). Each parameter
-  travels as two float32 halves (Triton passes Python floats as float32), which float64 kernels
-  add back together. Parameters of quantities a loss does not use are reset to their defaults.
+- The scalar parameters (:class:`~fastseg.engine.spec.TermParams`) are read by the kernels from
+  a float64 array in device memory (``params_ptr``, :class:`KernelParams`), so a margin schedule
+  or an OII alpha search runs one compiled kernel for every value, and under torch.compile one
+  graph: the array is computed inside the traced graph from the hyperparameters, which stay
+  graph inputs (a scalar kernel argument would be a graph constant, one graph per value). Only
+  their *form* is a constexpr (exponents 0, 1 and 2 multiplied out, margin on or off). Eager
+  calls read a cached device copy of each set of values: no copy, no synchronisation per step.
+  Parameters of quantities a loss does not use are reset to their defaults.
 - Numerics: arithmetic in fp32 (fp64 for fp64 logits); ``-log p = softplus(-z)`` and
   ``-log(1-p) = softplus(z)`` with ``softplus(x) = max(x, 0) + log1p(exp(-|x|))`` and an accurate
   ``log1p`` (Goldberg's ``log(u) * e / (u - 1)``, no libdevice), so confident pixels keep their
@@ -43,12 +46,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
 
-from fastseg.engine.spec import NUM_QUANTITIES, WEIGHTED, Quantity, TermParams, only_read
+from fastseg.engine.kernel_params import NUM_PARAMS, KernelParams, kernel_forms
+from fastseg.engine.spec import NUM_QUANTITIES, WEIGHTED, Quantity, TermParams
 
 from ._utils import FLOAT_DTYPES, accumulation_dtype, as_kernel_operand, block_and_warps, group_strides, smallest_normal
 
@@ -76,27 +79,28 @@ def _pow(x, g, FORM: tl.constexpr):
     return r
 
 
-@triton.jit
-def _param(hi, lo, FP64: tl.constexpr):
-    """A scalar parameter passed as two float32 halves: ``hi + lo`` in float64 kernels, ``hi`` else."""
-    if FP64:
-        r = tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
-    else:
-        r = tl.cast(hi, tl.float32)
-    return r
+# The index of each TermParams field in the kernels' float64 parameter array (its field order).
+P_G_FG = tl.constexpr(0)
+P_M = tl.constexpr(1)
+P_G_BG = tl.constexpr(2)
+P_GCE = tl.constexpr(3)
+P_DIBE_G = tl.constexpr(4)
+P_DIBE_A = tl.constexpr(5)
+P_DIBE_B = tl.constexpr(6)
 
 
 @triton.jit
-def _params(
-    g_fg_hi, g_fg_lo, m_hi, m_lo, g_bg_hi, g_bg_lo, gce_hi, gce_lo,
-    dibe_g_hi, dibe_g_lo, dibe_a_hi, dibe_a_lo, dibe_b_hi, dibe_b_lo, FP64: tl.constexpr,
-):  # fmt: skip
-    """The seven TermParams in the compute dtype (those a kernel does not read are dead code)."""
-    return (
-        _param(g_fg_hi, g_fg_lo, FP64), _param(m_hi, m_lo, FP64), _param(g_bg_hi, g_bg_lo, FP64),
-        _param(gce_hi, gce_lo, FP64), _param(dibe_g_hi, dibe_g_lo, FP64), _param(dibe_a_hi, dibe_a_lo, FP64),
-        _param(dibe_b_hi, dibe_b_lo, FP64),
-    )  # fmt: skip
+def _param(params_ptr, i: tl.constexpr, FP64: tl.constexpr):
+    """Parameter ``i`` (``P_<NAME>``) of the float64 array ``params_ptr`` in the compute dtype.
+
+    Loaded where a quantity uses it, not once at the top: a kernel argument lives in the constant
+    bank, a loaded value in a register, and seven of them held across the widest fused kernel
+    made it spill.
+    """
+    v = tl.load(params_ptr + i)
+    if not FP64:
+        v = v.to(tl.float32)
+    return v
 
 
 @triton.jit
@@ -327,11 +331,9 @@ def _load_tile(
 
 @triton.jit
 def _fused_loss_forward_kernel(
-    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, out_ptr,
+    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, params_ptr, out_ptr,
     C, N, n_tiles,
     z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc,
-    g_fg_hi, g_fg_lo, m_hi, m_lo, g_bg_hi, g_bg_lo, gce_hi, gce_lo,
-    dibe_g_hi, dibe_g_lo, dibe_a_hi, dibe_a_lo, dibe_b_hi, dibe_b_lo,
     K: tl.constexpr,
     COL_TP: tl.constexpr, COL_SUM_P: tl.constexpr, COL_SUM_T: tl.constexpr, COL_SUM_PP: tl.constexpr,
     COL_SUM_TT: tl.constexpr, COL_COUNT: tl.constexpr, COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
@@ -357,10 +359,6 @@ def _fused_loss_forward_kernel(
     )  # fmt: skip
 
     p, q, nlp, nlq = _sigmoid_forms(z)
-    g_fg, m, g_bg, gce, dibe_g, dibe_a, dibe_b = _params(
-        g_fg_hi, g_fg_lo, m_hi, m_lo, g_bg_hi, g_bg_lo, gce_hi, gce_lo,
-        dibe_g_hi, dibe_g_lo, dibe_a_hi, dibe_a_lo, dibe_b_hi, dibe_b_lo, FP64,
-    )  # fmt: skip
 
     if COL_TP >= 0:
         v, _ = _q_tp(p, q, t)
@@ -379,24 +377,26 @@ def _fused_loss_forward_kernel(
         _emit(out_ptr, g, tile, n_tiles, tl.where(mask, 1.0, 0.0).to(z.dtype), mask, offs, inb, K, COL_COUNT, ATOMIC, PER_ELEMENT)
     if COL_FG_CE >= 0:
         if HAS_MARGIN:
-            pm, qm, nlpm, _ = _sigmoid_forms(z - m)
-            v, _ = _q_fg_ce(p, q, qm, nlpm, t, g_fg, G_FG_FORM)
+            pm, qm, nlpm, _ = _sigmoid_forms(z - _param(params_ptr, P_M, FP64))
+            v, _ = _q_fg_ce(p, q, qm, nlpm, t, _param(params_ptr, P_G_FG, FP64), G_FG_FORM)
         else:
-            v, _ = _q_fg_ce(p, q, q, nlp, t, g_fg, G_FG_FORM)
+            v, _ = _q_fg_ce(p, q, q, nlp, t, _param(params_ptr, P_G_FG, FP64), G_FG_FORM)
         _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_FG_CE, ATOMIC, PER_ELEMENT)
     if COL_BG_CE >= 0:
-        v, _ = _q_bg_ce(p, q, nlq, t, g_bg, G_BG_FORM)
+        v, _ = _q_bg_ce(p, q, nlq, t, _param(params_ptr, P_G_BG, FP64), G_BG_FORM)
         _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_BG_CE, ATOMIC, PER_ELEMENT)
     if COL_EL_FG >= 0:
-        v, _ = _q_el_fg(q, nlp, t, gce, GCE_FORM, GCE_M1_FORM, TINY)
+        v, _ = _q_el_fg(q, nlp, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, GCE_M1_FORM, TINY)
         _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_EL_FG, ATOMIC, PER_ELEMENT)
     if COL_EL_BG >= 0:
-        v, _ = _q_el_bg(p, nlq, t, gce, GCE_FORM, GCE_M1_FORM, TINY)
+        v, _ = _q_el_bg(p, nlq, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, GCE_M1_FORM, TINY)
         _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_EL_BG, ATOMIC, PER_ELEMENT)
     if COL_DIBE_FG >= 0:
+        dibe_g, dibe_a = _param(params_ptr, P_DIBE_G, FP64), _param(params_ptr, P_DIBE_A, FP64)
         v, _ = _q_dibe_fg(p, q, nlp, t, dibe_g, dibe_a, DIBE_G_FORM, DIBE_A1_FORM)
         _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_DIBE_FG, ATOMIC, PER_ELEMENT)
     if COL_DIBE_BG >= 0:
+        dibe_g, dibe_b = _param(params_ptr, P_DIBE_G, FP64), _param(params_ptr, P_DIBE_B, FP64)
         v, _ = _q_dibe_bg(p, q, nlq, t, dibe_g, dibe_b, DIBE_G_FORM, DIBE_B1_FORM)
         _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_DIBE_BG, ATOMIC, PER_ELEMENT)
     if COL_SS_FG >= 0:
@@ -418,11 +418,9 @@ def _fused_loss_forward_kernel(
 
 @triton.jit
 def _fused_loss_backward_kernel(
-    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, c_ptr, grad_ptr,
+    z_ptr, t_ptr, valid_ptr, weight_ptr, dist_ptr, params_ptr, c_ptr, grad_ptr,
     C, N, n_tiles,
     z_sb, z_sc, t_sb, t_sc, v_sb, v_sc, w_sb, w_sc, d_sb, d_sc, c_sg, c_sk,
-    g_fg_hi, g_fg_lo, m_hi, m_lo, g_bg_hi, g_bg_lo, gce_hi, gce_lo,
-    dibe_g_hi, dibe_g_lo, dibe_a_hi, dibe_a_lo, dibe_b_hi, dibe_b_lo,
     COL_TP: tl.constexpr, COL_SUM_P: tl.constexpr, COL_SUM_PP: tl.constexpr,
     COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
     COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
@@ -446,10 +444,6 @@ def _fused_loss_backward_kernel(
     )  # fmt: skip
 
     p, q, nlp, nlq = _sigmoid_forms(z)
-    g_fg, m, g_bg, gce, dibe_g, dibe_a, dibe_b = _params(
-        g_fg_hi, g_fg_lo, m_hi, m_lo, g_bg_hi, g_bg_lo, gce_hi, gce_lo,
-        dibe_g_hi, dibe_g_lo, dibe_a_hi, dibe_a_lo, dibe_b_hi, dibe_b_lo, FP64,
-    )  # fmt: skip
     acc = tl.zeros([BLOCK], dtype=z.dtype)
 
     if COL_TP >= 0:
@@ -463,24 +457,26 @@ def _fused_loss_backward_kernel(
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_SUM_PP, PER_ELEMENT).to(z.dtype) * dv
     if COL_FG_CE >= 0:
         if HAS_MARGIN:
-            pm, qm, nlpm, _ = _sigmoid_forms(z - m)
-            _, dv = _q_fg_ce(p, q, qm, nlpm, t, g_fg, G_FG_FORM)
+            pm, qm, nlpm, _ = _sigmoid_forms(z - _param(params_ptr, P_M, FP64))
+            _, dv = _q_fg_ce(p, q, qm, nlpm, t, _param(params_ptr, P_G_FG, FP64), G_FG_FORM)
         else:
-            _, dv = _q_fg_ce(p, q, q, nlp, t, g_fg, G_FG_FORM)
+            _, dv = _q_fg_ce(p, q, q, nlp, t, _param(params_ptr, P_G_FG, FP64), G_FG_FORM)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_FG_CE, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_BG_CE >= 0:
-        _, dv = _q_bg_ce(p, q, nlq, t, g_bg, G_BG_FORM)
+        _, dv = _q_bg_ce(p, q, nlq, t, _param(params_ptr, P_G_BG, FP64), G_BG_FORM)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_BG_CE, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_EL_FG >= 0:
-        _, dv = _q_el_fg(q, nlp, t, gce, GCE_FORM, GCE_M1_FORM, TINY)
+        _, dv = _q_el_fg(q, nlp, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, GCE_M1_FORM, TINY)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_FG, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_EL_BG >= 0:
-        _, dv = _q_el_bg(p, nlq, t, gce, GCE_FORM, GCE_M1_FORM, TINY)
+        _, dv = _q_el_bg(p, nlq, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, GCE_M1_FORM, TINY)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_BG, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_DIBE_FG >= 0:
+        dibe_g, dibe_a = _param(params_ptr, P_DIBE_G, FP64), _param(params_ptr, P_DIBE_A, FP64)
         _, dv = _q_dibe_fg(p, q, nlp, t, dibe_g, dibe_a, DIBE_G_FORM, DIBE_A1_FORM)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_DIBE_FG, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_DIBE_BG >= 0:
+        dibe_g, dibe_b = _param(params_ptr, P_DIBE_G, FP64), _param(params_ptr, P_DIBE_B, FP64)
         _, dv = _q_dibe_bg(p, q, nlq, t, dibe_g, dibe_b, DIBE_G_FORM, DIBE_B1_FORM)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_DIBE_BG, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_SS_FG >= 0:
@@ -526,7 +522,6 @@ QUANTITY_NAMES = tuple(q.name for q in Quantity)
 ZERO_DERIVATIVE = frozenset({Quantity.SUM_T, Quantity.SUM_TT, Quantity.COUNT})
 NEEDS_DISTANCE = frozenset({Quantity.D_FP, Quantity.D_SQERR})
 REDUCE_BLOCK_T = 64
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def normalize_quantities(quantities: Sequence[int]) -> tuple[int, ...]:
@@ -543,68 +538,6 @@ def normalize_quantities(quantities: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def power_form(g: float) -> int:
-    """The compile-time form of an exponent: 0, 1 and 2 are multiplied out, 3 is any other value."""
-    return {0.0: 0, 1.0: 1, 2.0: 2}.get(float(g), 3)
-
-
-def _read(quantities: Sequence[int], params: TermParams) -> TermParams:
-    if not isinstance(params, TermParams):
-        raise TypeError(f"params must be a fastseg.engine.spec.TermParams; got {type(params).__name__}")
-    return only_read(quantities, params)
-
-
-def kernel_forms(quantities: Sequence[int], params: TermParams) -> dict[str, int | bool]:
-    """The constexprs that the TermParams decide: which exponents are 0, 1 or 2, and whether a margin is on.
-
-    Only the form of a value is compiled in, never the value itself (that is a runtime argument,
-    :func:`kernel_scalars`), so a margin schedule or an alpha search reuses one compiled kernel;
-    parameters of quantities the kernel does not use are reset to their defaults first.
-    """
-    kept = _read(quantities, params)
-    return {
-        "G_FG_FORM": power_form(kept.g_fg),
-        "HAS_MARGIN": kept.m != 0.0,
-        "G_BG_FORM": power_form(kept.g_bg),
-        "GCE_FORM": power_form(kept.gce),
-        "GCE_M1_FORM": power_form(kept.gce - 1.0),
-        "DIBE_G_FORM": power_form(kept.dibe_g),
-        "DIBE_A1_FORM": power_form(1.0 + kept.dibe_alpha),
-        "DIBE_B1_FORM": power_form(1.0 + kept.dibe_beta),
-    }
-
-
-def split_float(x: float) -> tuple[float, float]:
-    """``x`` as two float32 values ``(hi, lo)``: ``hi = fp32(x)``, ``lo = fp32(x - hi)``.
-
-    Triton passes Python floats to a kernel as float32; float64 kernels read ``hi + lo``, which is
-    ``x`` to a relative 2**-48 (below the rounding of any float64 sum the kernel then makes).
-    """
-    x = float(x)
-    if not abs(x) <= FLOAT32_MAX:
-        raise ValueError(f"kernel parameters must be finite float32 numbers; got {x!r}")
-    hi = float(np.float32(x))
-    return hi, float(np.float32(x - hi))
-
-
-def kernel_scalars(quantities: Sequence[int], params: TermParams) -> dict[str, float]:
-    """The runtime scalar arguments ``<name>_hi``/``<name>_lo`` of the kernels (see :func:`split_float`)."""
-    kept = _read(quantities, params)
-    values = {
-        "g_fg": kept.g_fg,
-        "m": kept.m,
-        "g_bg": kept.g_bg,
-        "gce": kept.gce,
-        "dibe_g": kept.dibe_g,
-        "dibe_a": kept.dibe_alpha,
-        "dibe_b": kept.dibe_beta,
-    }
-    out = {}
-    for name, value in values.items():
-        out[f"{name}_hi"], out[f"{name}_lo"] = split_float(value)
-    return out
-
-
 def column_constexprs(columns: dict[int, int], names: Sequence[str] = QUANTITY_NAMES) -> dict[str, int]:
     """``{"COL_<NAME>": column or -1}`` for the quantity names a kernel takes."""
     return {f"COL_{name}": columns.get(int(Quantity[name]), -1) for name in names}
@@ -614,9 +547,23 @@ FORWARD_COLUMN_NAMES = QUANTITY_NAMES
 BACKWARD_COLUMN_NAMES = tuple(q.name for q in Quantity if q not in ZERO_DERIVATIVE)
 
 
+def _forms(quantities: Sequence[int], params: "TermParams | KernelParams") -> dict:
+    return params.forms if isinstance(params, KernelParams) else kernel_forms(quantities, params)
+
+
+def _kernel_params(quantities: Sequence[int], params: "TermParams | KernelParams", z: torch.Tensor) -> KernelParams:
+    kp = KernelParams.of(quantities, params, z.device)
+    v = kp.values
+    if not isinstance(v, torch.Tensor) or v.dtype != torch.float64 or tuple(v.shape) != (NUM_PARAMS,):
+        raise TypeError(f"KernelParams.values must be a float64 tensor of shape ({NUM_PARAMS},); got {v!r}")
+    if v.device != z.device:
+        raise ValueError(f"KernelParams.values is on {v.device} but z is on {z.device}")
+    return kp
+
+
 def forward_constexprs(
     quantities: Sequence[int],
-    params: TermParams,
+    params: "TermParams | KernelParams",
     *,
     fp64: bool,
     has_valid: bool,
@@ -634,7 +581,7 @@ def forward_constexprs(
     return {
         "K": len(quantities),
         **column_constexprs(columns, FORWARD_COLUMN_NAMES),
-        **kernel_forms(quantities, params),
+        **_forms(quantities, params),
         "TINY": smallest_normal(torch.float64 if fp64 else torch.float32),
         "HAS_VALID": bool(has_valid),
         "HAS_WEIGHT": bool(has_weight and set(quantities) & WEIGHTED),
@@ -648,7 +595,7 @@ def forward_constexprs(
 
 def backward_constexprs(
     quantities: Sequence[int],
-    params: TermParams,
+    params: "TermParams | KernelParams",
     *,
     fp64: bool,
     has_valid: bool,
@@ -662,7 +609,7 @@ def backward_constexprs(
     diff = [k for k in quantities if k not in ZERO_DERIVATIVE]
     return {
         **column_constexprs(columns, BACKWARD_COLUMN_NAMES),
-        **kernel_forms(diff, params),
+        **_forms(diff, params),
         "TINY": smallest_normal(torch.float64 if fp64 else torch.float32),
         "HAS_VALID": bool(has_valid),
         "HAS_WEIGHT": bool(has_weight and set(diff) & WEIGHTED),
@@ -745,7 +692,7 @@ def fused_loss_forward(
     t: torch.Tensor,
     *,
     quantities: tuple[int, ...],
-    params: TermParams,
+    params: "TermParams | KernelParams",
     valid: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
     distance: torch.Tensor | None = None,
@@ -759,12 +706,14 @@ def fused_loss_forward(
     FG_CE, BG_CE, EL_* and DIBE_*; ``distance`` is the ``d`` of D_FP and D_SQERR. Every operand may
     be any broadcastable, strided view (copied only when its last dim is not unit-stride).
     ``deterministic=False`` accumulates tiles with atomics (faster for huge images, not bitwise
-    repeatable). ``launch_wrapper`` (e.g. ``torch.library.wrap_triton``) wraps each kernel before
-    its ``kernel[grid](...)`` launch.
+    repeatable). ``params``: :class:`TermParams`, or :class:`KernelParams` built already (the
+    ``triton_op`` path builds them in the caller's graph). ``launch_wrapper`` (e.g.
+    ``torch.library.wrap_triton``) wraps each kernel before its ``kernel[grid](...)`` launch.
     """
     quantities = normalize_quantities(quantities)
     unique = tuple(dict.fromkeys(quantities))
     z, t, valid, weight, distance = _operands(z, t, valid, weight, distance, unique)
+    kp = _kernel_params(unique, params, z)
     B, C, N = z.shape
     G = B * C
     acc_dtype = accumulation_dtype(z.dtype)
@@ -777,7 +726,7 @@ def fused_loss_forward(
     n_tiles = max(1, triton.cdiv(N, block))
     constexprs = forward_constexprs(
         unique,
-        params,
+        kp,
         fp64=acc_dtype == torch.float64,
         has_valid=valid is not None,
         has_weight=weight is not None,
@@ -791,9 +740,8 @@ def fused_loss_forward(
     elif per_element:
         sums = torch.empty((G, K), dtype=acc_dtype, device=z.device)
         _launch(_fused_loss_forward_kernel, launch_wrapper)[(n_tiles,)](
-            z, t, _or(valid, z), _or(weight, z), _or(distance, z), sums,
-            C, N, n_tiles, *_strides(z, t, valid, weight, distance),
-            **kernel_scalars(unique, params), **constexprs, num_warps=warps,
+            z, t, _or(valid, z), _or(weight, z), _or(distance, z), kp.values, sums,
+            C, N, n_tiles, *_strides(z, t, valid, weight, distance), **constexprs, num_warps=warps,
         )  # fmt: skip
     else:
         if deterministic and n_tiles > 1:
@@ -803,9 +751,8 @@ def fused_loss_forward(
         else:
             out = torch.zeros((G, K), dtype=acc_dtype, device=z.device)
         _launch(_fused_loss_forward_kernel, launch_wrapper)[(G * n_tiles,)](
-            z, t, _or(valid, z), _or(weight, z), _or(distance, z), out,
-            C, N, n_tiles, *_strides(z, t, valid, weight, distance),
-            **kernel_scalars(unique, params), **constexprs, num_warps=warps,
+            z, t, _or(valid, z), _or(weight, z), _or(distance, z), kp.values, out,
+            C, N, n_tiles, *_strides(z, t, valid, weight, distance), **constexprs, num_warps=warps,
         )  # fmt: skip
         if deterministic and n_tiles > 1:
             sums = torch.empty((G, K), dtype=acc_dtype, device=z.device)
@@ -825,7 +772,7 @@ def fused_loss_backward(
     coeffs: torch.Tensor,
     *,
     quantities: tuple[int, ...],
-    params: TermParams,
+    params: "TermParams | KernelParams",
     valid: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
     distance: torch.Tensor | None = None,
@@ -840,6 +787,7 @@ def fused_loss_backward(
     quantities = normalize_quantities(quantities)
     unique = tuple(dict.fromkeys(quantities))
     z, t, valid, weight, distance = _operands(z, t, valid, weight, distance, unique)
+    kp = _kernel_params(unique, params, z)
     B, C, N = z.shape
     G = B * C
     if not isinstance(coeffs, torch.Tensor) or coeffs.dtype not in FLOAT_DTYPES:
@@ -864,7 +812,7 @@ def fused_loss_backward(
     n_tiles = triton.cdiv(N, block)
     constexprs = backward_constexprs(
         unique,
-        params,
+        kp,
         fp64=acc_dtype == torch.float64,
         has_valid=valid is not None,
         has_weight=weight is not None,
@@ -873,9 +821,9 @@ def fused_loss_backward(
         per_element=per_element,
     )
     _launch(_fused_loss_backward_kernel, launch_wrapper)[((1 if per_element else G) * n_tiles,)](
-        z, t, _or(valid, z), _or(weight, z), _or(distance, z), coeffs, grad,
+        z, t, _or(valid, z), _or(weight, z), _or(distance, z), kp.values, coeffs, grad,
         C, N, n_tiles, *_strides(z, t, valid, weight, distance), coeffs.stride(0), coeffs.stride(1),
-        **kernel_scalars(unique, params), **constexprs, num_warps=warps,
+        **constexprs, num_warps=warps,
     )  # fmt: skip
     return grad
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fastseg.engine.kernel_params import KernelParams, kernel_forms, parameter_values
 from fastseg.engine.spec import NUM_QUANTITIES, Quantity as Q, TermParams
 from fastseg.kernels import fused_loss
 from fastseg.kernels.fused_loss import backward_constexprs, forward_constexprs, fused_loss_backward, fused_loss_forward
@@ -459,8 +460,7 @@ def test_a_new_parameter_value_needs_no_new_kernel(per_element):
     kw = dict(fp64=False, has_valid=True, has_weight=True, has_dist=True, block=256, per_element=per_element)
     assert forward_constexprs(ALL, ODD, atomic=False, **kw) == forward_constexprs(ALL, ODD_MOVED, atomic=False, **kw)
     assert backward_constexprs(ALL, ODD, **kw) == backward_constexprs(ALL, ODD_MOVED, **kw)
-    # the scalars do change, and exponents of 0, 1 and 2 are compiled in (a new form, one new kernel)
-    assert fused_loss.kernel_scalars(ALL, ODD) != fused_loss.kernel_scalars(ALL, ODD_MOVED)
+    # exponents of 0, 1 and 2 are compiled in (a new form, one new kernel)
     squared = dataclasses.replace(ODD, g_bg=2.0)
     assert forward_constexprs(ALL, ODD, atomic=False, **kw) != forward_constexprs(ALL, squared, atomic=False, **kw)
 
@@ -475,19 +475,30 @@ def test_parameter_values_reach_the_kernel_at_run_time(dtype):
         run_and_compare(z, t, ALL, params, rtol_fwd=rtol, rtol_bwd=rtol, distance=torch.rand_like(z), name=str(params))
 
 
-@pytest.mark.parametrize("x", [0.1, 1 / 3, 0.75, 2.0, 1e-20, 12345.678, 3e38])
-def test_split_float_carries_float64_parameters_in_two_float32_halves(x):
-    import numpy as np
+def test_parameter_values_are_the_fields_read_in_float64_and_the_rest_defaults():
+    values = parameter_values(ALL, ODD, "cpu")
+    assert values.dtype == torch.float64 and values.tolist() == list(dataclasses.astuple(ODD))
+    default = dataclasses.astuple(TermParams())
+    assert parameter_values((Q.TP, Q.COUNT), ODD, "cpu").tolist() == list(default)  # neither reads a parameter
+    margin_only = parameter_values((Q.FG_CE,), ODD, "cpu").tolist()
+    assert margin_only == [ODD.g_fg, ODD.m] + list(default[2:])
 
-    hi, lo = fused_loss.split_float(x)
-    assert float(np.float32(hi)) == hi and float(np.float32(lo)) == lo
-    assert abs((hi + lo) - x) <= 2.0**-48 * abs(x)
 
-
-@pytest.mark.parametrize("x", [float("inf"), float("nan"), 1e39])
-def test_split_float_rejects_values_float32_cannot_carry(x):
+@pytest.mark.parametrize("x", [float("inf"), float("nan"), 1e39, -1e39])
+def test_parameters_float32_cannot_carry_are_rejected(x):
+    with pytest.raises(ValueError, match="finite float32 numbers; got m="):
+        parameter_values(ALL, dataclasses.replace(ODD, m=x), "cpu")
+    z, t = make_inputs((1, 1, 8))
     with pytest.raises(ValueError, match="finite float32"):
-        fused_loss.split_float(x)
+        fused_loss_forward(z, t, quantities=(Q.FG_CE,), params=dataclasses.replace(ODD, m=x))
+
+
+def test_kernel_params_values_must_be_the_float64_array_on_the_logits_device():
+    z, t = make_inputs((1, 1, 8))
+    forms = kernel_forms(ALL, ODD)
+    for bad in (torch.zeros(7, dtype=torch.float32), torch.zeros(6, dtype=torch.float64), [0.0] * 7):
+        with pytest.raises(TypeError, match=r"KernelParams.values must be a float64 tensor of shape \(7,\)"):
+            fused_loss_forward(z, t, quantities=ALL[:6], params=KernelParams(forms, bad))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -500,6 +511,35 @@ def test_cuda_a_margin_schedule_compiles_one_kernel():
         if m == 0.25:
             compiled = len(cache)
     assert len(cache) == compiled
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_parameter_values_are_cached_on_the_device():
+    """A training step copies nothing to the device: the array of a set of values is made once."""
+    first = parameter_values(ALL, ODD, "cuda")
+    assert first.is_cuda and first.tolist() == list(dataclasses.astuple(ODD))
+    assert parameter_values(ALL, ODD, "cuda") is first
+    assert parameter_values(ALL, ODD_MOVED, "cuda").tolist() == list(dataclasses.astuple(ODD_MOVED))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_capture_of_new_parameter_values_replays_them():
+    """Values first seen inside a stream capture are written by fill kernels the graph records."""
+    z, t = make_inputs((2, 1, 4096))
+    quantities = (Q.FG_CE, Q.BG_CE, Q.COUNT)
+    params = TermParams(m=0.4321, g_bg=1.6789)  # new values; the kernel of their form is compiled below
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fused_loss_forward(z, t, quantities=quantities, params=TermParams(m=0.25, g_bg=1.5))
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        S = fused_loss_forward(z, t, quantities=quantities, params=params)
+    S.zero_()
+    graph.replay()
+    expected, _ = oracle(z.cpu(), t.cpu(), torch.ones(2, 3), quantities, params)
+    assert_close_scaled(S, expected, 2e-5, "captured")
 
 
 # ------------------------------------------------------------------ one group per element

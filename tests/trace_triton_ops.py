@@ -6,8 +6,9 @@ that torch's analysis of each kernel (which arguments it writes: those become ou
 functional graph, and everything else must be left alone) runs on the same TTIR as on an H100.
 The compiled graphs are captured, never run (there is no GPU to launch the kernels on).
 
-Prints one JSON object: for every case, the pointers the analysis found written, per kernel,
-and the error, if tracing failed.
+Prints one JSON object: ``cases``, for every case the pointers the analysis found written, per
+kernel, and the error, if tracing failed; ``schedules``, for every hyperparameter schedule (a new
+value each call), the number of forward graphs compiled.
 """
 
 from __future__ import annotations
@@ -96,17 +97,66 @@ CASES = {
     "unified_focal, fp64 logits": lambda z: FS.unified_focal(z.double(), T, backend="triton"),
 }
 
+# hyperparameter schedules: a new value each call, as a margin schedule or the OII alpha search
+SCHEDULES = {  # name: (loss, values, whether the kernels read the value)
+    "hybrid_focal_margin m": (lambda z, v: FS.hybrid_focal_margin(z, T, m=v, backend="triton"), (0.5, 0.9, 1.3, 0.7, 1.1),
+                              True),
+    "dibe alpha": (lambda z, v: FS.dibe(z, T, alpha=v, backend="triton"), (0.3, 0.45, 0.6, 0.2, 0.5), True),
+    "focal gamma": (lambda z, v: FS.focal(z, T, gamma=v, backend="triton"), (2.5, 1.5, 0.5, 3.5), True),
+    "hausdorff_dt alpha, an exponent of the distance maps": (
+        lambda z, v: FS.hausdorff_dt(z, T, alpha=v, backend="triton"), (2.0, 2.5, 3.0, 1.5), False),
+}
+
+
+def trace(compiled, *args) -> str | None:
+    """Run ``compiled`` up to the captured graph; the error, if tracing failed."""
+    try:
+        compiled(Z.clone().requires_grad_(), *args)
+    except Traced:
+        return None
+    except Exception as err:  # noqa: BLE001 - reported to the test
+        return f"{type(err).__name__}: {' '.join(str(err).strip().splitlines()[:2])}"
+    return "the captured graph was not called"
+
+
 report = {}
 for name, loss in CASES.items():
     writes.clear()
     torch._dynamo.reset()
-    error = None
-    try:
-        torch.compile(loss, backend=BACKEND, fullgraph=True)(Z.clone().requires_grad_())
-    except Traced:
-        pass
-    except Exception as err:  # noqa: BLE001 - reported to the test
-        error = f"{type(err).__name__}: {' '.join(str(err).strip().splitlines()[:2])}"
+    error = trace(torch.compile(loss, backend=BACKEND, fullgraph=True))
     report[name] = {"writes": [list(w) for w in writes], "error": error}
 
-json.dump(report, sys.stdout)
+
+
+def params_from_scalar_input(gm: torch.fx.GraphModule, example_inputs) -> bool:
+    """Whether every kernel's ``params_ptr`` in ``gm`` is computed from a 0-d graph input (the
+    hyperparameter, which Dynamo passes as a 0-d tensor once it is symbolic)."""
+    scalar_inputs = {node for node, x in zip(gm.graph.find_nodes(op="placeholder"), example_inputs)
+                     if isinstance(x, torch.Tensor) and x.ndim == 0}
+    launches = [n for n in gm.graph.nodes if n.op == "call_function" and "params_ptr" in n.kwargs.get("kwargs", {})]
+
+    def ancestors(node):
+        seen, stack = set(), [node]
+        while stack:
+            for parent in stack.pop().all_input_nodes:
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+        return seen
+
+    return bool(launches) and all(ancestors(n.kwargs["kwargs"]["params_ptr"]) & scalar_inputs for n in launches)
+
+
+schedules = {}
+for name, (loss, values, read_by_kernels) in SCHEDULES.items():
+    torch._dynamo.reset()
+    frames = []
+    counting = aot_autograd(fw_compiler=lambda gm, ex: frames.append((gm, ex)) or capture(gm, ex), bw_compiler=capture,
+                            partition_fn=min_cut_rematerialization_partition)
+    compiled = torch.compile(loss, backend=counting, fullgraph=True)
+    errors = [trace(compiled, v) for v in values]
+    schedules[name] = {"values": len(values), "graphs": len(frames), "errors": [e for e in errors if e],
+                       "read_by_kernels": read_by_kernels,
+                       "params_from_input": [params_from_scalar_input(gm, ex) for gm, ex in frames]}
+
+json.dump({"cases": report, "schedules": schedules}, sys.stdout)

@@ -12,8 +12,9 @@ and no graph break):
 ``params`` holds the :class:`TermParams` values as a float64 CPU tensor. For CPU tensors it is
 built so that under torch.compile a value that changes between calls stays a graph input (as
 floats, Dynamo would specialize: a margin schedule would retrace at every value); for CUDA
-tensors it stays a constant of the graph, because the op reads it on the host and a CUDA graph
-replays what was read when it was recorded.
+tensors (``backend="torch"``, or Triton where ``triton_op`` is missing) it stays a constant of
+the graph, because the op reads it on the host and a CUDA graph replays what was read when it
+was recorded.
 
 The autograd formula of ``fused_sums`` (``register_autograd``) is ``fused_grad``; the epilogue
 on ``S`` is plain torch code, so autograd itself produces ``coeffs`` (scope "batch" sums ``S``
@@ -26,7 +27,10 @@ On CUDA with ``backend="triton"`` the same pair is registered with ``torch.libra
 ``kernels/fused_loss.py`` launch through ``torch.library.wrap_triton``, so torch.compile traces
 into the kernels themselves (and the op body is its own fake implementation). On CPU-only
 machines the pair is not registered (:func:`register_triton_ops`; tests/test_triton_ops.py does
-register it under the interpreter, to run it eagerly on CPU tensors).
+register it under the interpreter, to run it eagerly on CPU tensors). Its parameters are a
+float64 tensor on the logits' device, which the kernels read, and their constexpr forms
+(:func:`triton_kernel_params`): under torch.compile the tensor is computed in the graph, so a
+schedule of values is one graph, and a CUDA graph replays each call's values.
 
 Backends (``backend=``): ``"torch"`` is :mod:`.torch_path`; ``"inductor"`` (CPU tensors only,
 opt-in) is :mod:`.inductor_path`, the same formulas through ``torch.compile``d passes; ``"triton"`` is ``kernels/fused_loss.py``
@@ -48,7 +52,8 @@ from torch import Tensor
 
 from .._checks import check_choice
 from . import inductor_path, torch_path
-from .scalars import values_tensor
+from .kernel_params import KernelParams, checked_values, forms_dict, kernel_forms, parameter_values
+from .scalars import as_operand, values_tensor
 from .spec import TermParams
 
 BACKENDS = ("auto", "triton", "torch", "inductor")
@@ -284,15 +289,17 @@ def register_triton_ops() -> None:
         weight: Optional[Tensor],
         distance: Optional[Tensor],
         quantities: list[int],
-        params: list[float],
+        params: Tensor,
+        forms: list[int],
         deterministic: bool,
     ) -> Tensor:
-        """:func:`fused_sums` through ``wrap_triton``-launched kernels."""
+        """:func:`fused_sums` through ``wrap_triton``-launched kernels; ``params``/``forms``: see
+        :func:`triton_kernel_params`."""
         return _triton_module(not z.is_cuda).fused_loss_forward(
             z,
             t,
             quantities=tuple(quantities),
-            params=_params(params),
+            params=KernelParams(forms_dict(forms), params),
             valid=valid,
             weight=weight,
             distance=distance,
@@ -309,7 +316,8 @@ def register_triton_ops() -> None:
         weight: Optional[Tensor],
         distance: Optional[Tensor],
         quantities: list[int],
-        params: list[float],
+        params: Tensor,
+        forms: list[int],
     ) -> Tensor:
         """:func:`fused_grad` through ``wrap_triton``-launched kernels."""
         return _triton_module(not z.is_cuda).fused_loss_backward(
@@ -317,7 +325,7 @@ def register_triton_ops() -> None:
             t,
             coeffs,
             quantities=tuple(quantities),
-            params=_params(params),
+            params=KernelParams(forms_dict(forms), params),
             valid=valid,
             weight=weight,
             distance=distance,
@@ -325,17 +333,17 @@ def register_triton_ops() -> None:
         )
 
     def _setup_triton_context(ctx, inputs, output):
-        z, t, valid, weight, distance, quantities, params, deterministic = inputs
-        ctx.save_for_backward(z, t, valid, weight, distance)
-        ctx.meta = (quantities, params)
+        z, t, valid, weight, distance, quantities, params, forms, deterministic = inputs
+        ctx.save_for_backward(z, t, valid, weight, distance, params)
+        ctx.meta = (quantities, forms)
 
     def _triton_backward(ctx, grad_S):
-        z, t, valid, weight, distance = ctx.saved_tensors
-        quantities, params = ctx.meta
+        z, t, valid, weight, distance, params = ctx.saved_tensors
+        quantities, forms = ctx.meta
         grad_z = None
         if ctx.needs_input_grad[0]:
-            grad_z = fused_grad_triton(z, t, grad_S.contiguous(), valid, weight, distance, quantities, params)
-        return grad_z, None, None, None, None, None, None, None
+            grad_z = fused_grad_triton(z, t, grad_S.contiguous(), valid, weight, distance, quantities, params, forms)
+        return grad_z, None, None, None, None, None, None, None, None
 
     torch.library.register_autograd("fastseg::fused_sums_triton", _triton_backward, setup_context=_setup_triton_context)
     torch.library.register_autograd("fastseg::fused_grad_triton", _no_double_backward, setup_context=_setup_grad_context)
@@ -345,6 +353,20 @@ def register_triton_ops() -> None:
 HAS_TRITON_OP = hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
 if HAS_TRITON_OP and torch.cuda.is_available():
     register_triton_ops()
+
+
+def triton_kernel_params(quantities: list[int], params: TermParams, z: Tensor) -> tuple[list[int], Tensor]:
+    """``(forms, values)`` of the ``triton_op`` pair: the kernels' constexpr forms and the float64
+    parameter array they read, on z's device (:mod:`.kernel_params`).
+
+    Under torch.compile the array is computed inside the graph from the hyperparameters (graph
+    inputs from their second value on, :mod:`.scalars`) and the forms are comparisons (guards),
+    so a margin schedule runs one graph, and a CUDA graph replays the values of each call.
+    """
+    forms = [int(f) for f in kernel_forms(quantities, params).values()]
+    if torch.compiler.is_compiling():
+        return forms, torch.stack([as_operand(v, z) for v in checked_values(quantities, params)])
+    return forms, parameter_values(quantities, params, z.device)
 
 
 def group_sums(
@@ -364,8 +386,9 @@ def group_sums(
     quantities = [int(q) for q in quantities]
     values = params_list(params)
     if backend == "triton" and _triton_ops_registered:
+        forms, values_on_device = triton_kernel_params(quantities, params, z)
         return torch.ops.fastseg.fused_sums_triton(
-            z, t, valid, weight, distance, quantities, [float(v) for v in values], bool(deterministic)
+            z, t, valid, weight, distance, quantities, values_on_device, forms, bool(deterministic)
         )
     # The op reads the values on the host. A CUDA graph (mode="reduce-overhead") would replay
     # what it read when recorded, so on CUDA they stay constants of the compiled graph.
