@@ -39,7 +39,8 @@ def _analysis_available() -> bool:
         from torch._higher_order_ops import triton_kernel_wrap
     except ImportError:
         return False
-    return hasattr(triton_kernel_wrap, "identify_accessed_tensors") and hasattr(torch.library, "triton_op")
+    analysis = ("identify_accessed_tensors", "identify_mutated_tensors")
+    return any(hasattr(triton_kernel_wrap, name) for name in analysis) and hasattr(torch.library, "triton_op")
 
 
 @pytest.fixture(scope="module")

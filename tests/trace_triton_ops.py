@@ -51,16 +51,20 @@ function._triton_module = lambda on_cpu: importlib.import_module("fastseg.kernel
 function.register_triton_ops()
 
 writes: list = []
-_identify = kernel_wrap.identify_accessed_tensors
+# The analysis: identify_accessed_tensors (torch 2.13), identify_mutated_tensors in older releases
+# (torch 2.11, the GPU image's), which returns the written names only.
+ANALYSIS = "identify_accessed_tensors" if hasattr(kernel_wrap, "identify_accessed_tensors") else "identify_mutated_tensors"
+_identify = getattr(kernel_wrap, ANALYSIS)
 
 
 def recording_identify(kernel, kwargs, tma_descriptor_metadata):
-    accesses = _identify(kernel, kwargs, tma_descriptor_metadata)
-    writes.append([kernel.fn.__name__, sorted(dep.name for dep in accesses.read_writes.writes)])
-    return accesses
+    result = _identify(kernel, kwargs, tma_descriptor_metadata)
+    written = result if isinstance(result, list) else [dep.name for dep in result.read_writes.writes]
+    writes.append([kernel.fn.__name__, sorted(written)])
+    return result
 
 
-kernel_wrap.identify_accessed_tensors = recording_identify
+setattr(kernel_wrap, ANALYSIS, recording_identify)
 
 
 class Traced(Exception):

@@ -88,8 +88,15 @@ def resolve_backend(backend: str, z: Tensor) -> str:
 
 
 def _inside_torch_compile() -> bool:
-    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
-    return torch.compiler.is_compiling() and not exporting()
+    """Traced by torch.compile, and not by torch.export."""
+    if not torch.compiler.is_compiling():
+        return False
+    # Dynamo folds torch.compiler.is_exporting() to True under any torch.compile in torch 2.11
+    # (the GPU image's); the flag it reads is right under both, in 2.11 and 2.13.
+    flag = getattr(torch.compiler, "_is_exporting_flag", None)
+    if isinstance(flag, bool):
+        return not flag
+    return not getattr(torch.compiler, "is_exporting", lambda: False)()
 
 
 def _triton_module(on_cpu: bool):

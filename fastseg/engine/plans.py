@@ -18,7 +18,6 @@ docstrings cite the seeds and ``LOSSES.md``); the parameters arrive here already
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -66,9 +65,8 @@ class Stats:
         """The same sums viewed with another region scope (a term of a combined loss)."""
         if scope == self.scope:
             return self
-        view = copy.copy(self)
-        view.scope = scope
-        return view
+        B, C, P, _ = self.S.shape
+        return Stats(self.S, list(self.index), B, C, P, scope, self.masked)  # copy.copy: torch 2.11's Dynamo skips it
 
     def pixel(self, q: Q) -> Tensor:
         """``[B, C, P]``: the sum per (image, channel) (``P = 1``) or the value per pixel."""
