@@ -254,3 +254,32 @@ def test_inductor_contender_is_cpu_only():
     with pytest.raises(fb.Unavailable, match="CPU"):
         fb.CONTENDERS["fastseg_inductor"][1](_tiny_case(), "cuda")
     assert fb.CONTENDERS["fastseg_inductor"][1](_tiny_case(), "cpu").backend == "inductor"
+
+
+def test_a_contender_with_multi_second_steps_gets_one_warm_up_and_three_timed_steps(monkeypatch):
+    """MONAI's Hausdorff loss at GPU sizes takes tens of seconds a step: --repeat 20 of it would
+    spend the device time of a whole session. Scaled down: a 'slow' step here is over 20 ms."""
+    import time
+
+    from fastseg import reference
+
+    monkeypatch.setattr(fb, "SLOW_STEP_S", 0.02)
+    case = _tiny_case()
+    z, t = _inputs(case)
+    calls = {"slow": 0, "fast": 0}
+
+    def counting(name, pause):
+        def make(c, d):
+            def fn(zz, tt):
+                calls[name] += 1
+                time.sleep(pause)
+                return reference.dice(zz, tt)
+            return fn
+        return make
+
+    slow, fast = fb.measure_case(case, ["reference", "compiled"], z, t, device="cpu", repeat=6, warmup=3,
+                                 factories={"reference": counting("slow", 0.05), "compiled": counting("fast", 0.0)})
+    assert slow.status == "ok" and slow.repeat == fb.SLOW_REPEAT == 3 and "3 timed steps" in slow.note
+    assert fast.status == "ok" and fast.repeat == 6
+    # slow: the first call (the error check) and 3 timed steps, plus _count's untimed step; fast: 3 warm-up + 6 + 1
+    assert calls == {"slow": 1 + 3 + 1, "fast": 3 + 6 + 1}
