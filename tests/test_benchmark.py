@@ -207,6 +207,8 @@ def test_edt_benchmark_reports_every_contender_and_checks_against_scipy(monkeypa
         assert r["median_s"] > 0
         assert math.isclose(r["ms_per_1024_image"], 1000 * r["median_s"] / (2 * 24 * 40 / 2**20))
 
+    assert {r["repeat"] for r in report["results"].values()} == {1}
+
     import fastseg.edt
 
     real = fastseg.edt.edt
@@ -283,3 +285,12 @@ def test_a_contender_with_multi_second_steps_gets_one_warm_up_and_three_timed_st
     assert fast.status == "ok" and fast.repeat == 6
     # slow: the first call (the error check) and 3 timed steps, plus _count's untimed step; fast: 3 warm-up + 6 + 1
     assert calls == {"slow": 1 + 3 + 1, "fast": 3 + 6 + 1}
+
+
+def test_edt_benchmark_times_multi_second_calls_three_times(monkeypatch):
+    """SciPy on 16 images of 2048x2048 takes ~14 s a call: 20 rounds of it would outlast a GPU session."""
+    report = fb.edt_benchmark("cpu", batch=2, size=(24, 40), repeat=5, warmup=2)
+    assert {r["repeat"] for r in report["results"].values()} == {5}
+    monkeypatch.setattr(fb, "SLOW_STEP_S", 0.0)  # every call is slow now
+    report = fb.edt_benchmark("cpu", batch=2, size=(24, 40), repeat=5, warmup=2)
+    assert {r["repeat"] for r in report["results"].values()} == {fb.SLOW_REPEAT} and report["equal"] is True
