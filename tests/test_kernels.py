@@ -499,6 +499,8 @@ def test_kernel_params_values_must_be_the_float64_array_on_the_logits_device():
     for bad in (torch.zeros(7, dtype=torch.float32), torch.zeros(6, dtype=torch.float64), [0.0] * 7):
         with pytest.raises(TypeError, match=r"KernelParams.values must be a float64 tensor of shape \(7,\)"):
             fused_loss_forward(z, t, quantities=ALL[:6], params=KernelParams(forms, bad))
+    with pytest.raises(TypeError, match=r"params must be a fastseg.engine.spec.TermParams \(or KernelParams\); got dict"):
+        fused_loss_forward(z, t, quantities=ALL[:6], params={"m": 0.5})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

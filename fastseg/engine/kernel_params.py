@@ -32,7 +32,7 @@ def power_form(g) -> int:
 
 def _read(quantities: Sequence[int], params: TermParams) -> TermParams:
     if not isinstance(params, TermParams):
-        raise TypeError(f"params must be a fastseg.engine.spec.TermParams; got {type(params).__name__}")
+        raise TypeError(f"params must be a fastseg.engine.spec.TermParams (or KernelParams); got {type(params).__name__}")
     return only_read(quantities, params)
 
 
