@@ -13,6 +13,29 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+
+def _index_one_element_arrays() -> None:
+    """Triton 3.6's interpreter (the GPU image's release) turns a scalar kernel argument used as a
+    loop bound into an int with ``int(array)`` on a one-element array, which NumPy 2.4 refuses;
+    Triton 3.9 squeezes the array first. Do the same on older releases, so the suite also runs
+    under the GPU image's torch and Triton on a CPU (how their incompatibilities are found)."""
+    from triton.runtime import interpreter
+
+    patch = getattr(interpreter, "_patch_lang_tensor", None)
+    if patch is None or getattr(patch, "squeezes_index", False):
+        return
+
+    def patch_and_squeeze(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patch_and_squeeze.squeezes_index = True
+    interpreter._patch_lang_tensor = patch_and_squeeze
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _index_one_element_arrays()
+
 # tests/test_triton_ops.py re-runs the Triton tests in a subprocess with this set: backend="triton"
 # then goes through the torch.library.triton_op pair that CUDA machines use, launched eagerly on
 # CPU tensors by the interpreter.
