@@ -10,6 +10,11 @@
 - :mod:`fastseg.data`: CrackForest loader and synthetic crack batches.
 
 ``python -m fastseg bench | validate | kernels`` are the command-line entry points.
+:func:`set_value_checks` turns off the fused losses' data-reading input checks (a host
+synchronisation per call on CUDA) once the data pipeline is known to be right.
 """
 
+from ._checks import set_value_checks
+
+__all__ = ["set_value_checks"]
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ Conventions fixed here (see README "Conventions"):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from numbers import Real
 
@@ -69,6 +70,33 @@ def capturing_cuda_graph(x) -> bool:
     """Whether ``x`` is a CUDA tensor of a stream being captured into a CUDA graph: value checks
     read data back to the host, which a capture forbids, so they are skipped then."""
     return isinstance(x, Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+_value_checks = os.environ.get("FASTSEG_VALUE_CHECKS", "1") != "0"
+
+
+def set_value_checks(enabled: bool) -> bool:
+    """Turn the fused losses' checks of input *values* on or off; returns the previous setting.
+
+    The checks (targets in [0, 1], probabilities in [0, 1] with ``from_logits=False``,
+    non-negative weights, finite non-negative distance maps) read the data, so on CUDA each loss
+    call waits for the GPU to catch up (a host synchronisation, which also stops the host from
+    queuing the next kernels ahead). They are on by default; ``FASTSEG_VALUE_CHECKS=0`` in the
+    environment turns them off at import. Off, a bad value gives a wrong loss instead of a
+    ``ValueError``: turn them off once the data pipeline is known to be right. Shape, dtype and
+    device checks always run; torch.compile and CUDA-graph capture skip the value checks anyway.
+    The reference losses always check.
+    """
+    global _value_checks
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool; got {type(enabled).__name__}")
+    previous, _value_checks = _value_checks, enabled
+    return previous
+
+
+def value_checks_apply(x) -> bool:
+    """Whether a fused loss call on ``x`` checks input values now (see :func:`set_value_checks`)."""
+    return _value_checks and not torch.compiler.is_compiling() and not capturing_cuda_graph(x)
 
 
 def check_probability(name: str, value, *, open_low: bool = False, open_high: bool = False) -> float:

@@ -42,12 +42,12 @@ from torch import Tensor
 
 from ._checks import (
     REDUCTIONS,
-    capturing_cuda_graph,
     check_choice,
     check_loss_inputs,
     check_number,
     check_probability,
     check_scope_reduction,
+    value_checks_apply,
 )
 from .engine import distance_maps as DM
 from .engine import plans as P
@@ -123,7 +123,7 @@ def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, 
         from_logits=from_logits,
         ignore=ignore,
         weight=weight,
-        check_values=not capturing_cuda_graph(input),
+        check_values=value_checks_apply(input),
         convert_target=False,  # the backends read bool/uint8 targets as they are (1 byte a pixel)
     )
     x = checked.input

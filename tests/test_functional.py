@@ -482,3 +482,34 @@ def test_hypothesis_sweep(name, B, C, H, W, scale, frac, soft, masked, batch, se
     if batch and takes_scope(name):
         kw["scope"] = "batch"
     compare(name, z, t, rtol=1e-9, grad_rtol=1e-8, **kw)
+
+
+def test_value_checks_can_be_turned_off_and_on_again():
+    """Off (set_value_checks(False)), a target of 255 gives a number, as documented (no sync on CUDA);
+    the previous setting comes back; the reference keeps checking."""
+    import fastseg
+    import fastseg.reference as R
+
+    z, t = torch.randn(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    t[0, 0, 0, 0] = 255.0
+    weight, distance = torch.ones_like(z), torch.ones_like(z)
+    weight[0, 0, 0, 1], distance[0, 0, 0, 2] = -1.0, float("inf")
+    with pytest.raises(ValueError, match="target values"):
+        FS.dice(z, t, backend="torch")
+    with pytest.raises(ValueError, match="distance must be finite"):
+        FS.distance_loss(z, t.clamp(0, 1), distance=distance, backend="torch")
+    assert fastseg.set_value_checks(False) is True
+    try:
+        assert torch.isfinite(FS.dice(z, t, backend="torch"))
+        FS.focal(z, t.clamp(0, 1), weight=weight, backend="torch")
+        FS.distance_loss(z, t.clamp(0, 1), distance=-distance.clamp_max(1), backend="torch")  # negative: unchecked
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            R.dice(z, t)
+    finally:
+        assert fastseg.set_value_checks(True) is False
+    with pytest.raises(ValueError, match="weight must be non-negative"):
+        FS.focal(z, t.clamp(0, 1), weight=weight, backend="torch")
+    with pytest.raises(ValueError, match="distance must be finite and non-negative"):
+        FS.distance_loss(z, t.clamp(0, 1), distance=-distance.clamp_max(1), backend="torch")
+    with pytest.raises(TypeError, match="enabled must be a bool"):
+        fastseg.set_value_checks(0)

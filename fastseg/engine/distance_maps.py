@@ -31,7 +31,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._checks import CheckedInputs, _as_input_shape, capturing_cuda_graph, compute_dtype
+from .._checks import CheckedInputs, _as_input_shape, compute_dtype, value_checks_apply
 from ..edt import boundary_field, edt, inner_boundary
 from .scalars import as_operand
 
@@ -86,7 +86,7 @@ def user_distance(distance, checked: CheckedInputs, dtype: torch.dtype) -> Tenso
     if distance.device != checked.input.device:
         raise ValueError(f"distance is on {distance.device} but input is on {checked.input.device}")
     distance = _as_input_shape(distance, checked.input, "distance")
-    if not torch.compiler.is_compiling() and not capturing_cuda_graph(distance):
+    if value_checks_apply(distance):
         if not bool(torch.isfinite(distance).all()) or bool((distance < 0).any()):
             raise ValueError("distance must be finite and non-negative")
     return distance.detach().to(dtype)
