@@ -99,6 +99,15 @@ def value_checks_apply(x) -> bool:
     return _value_checks and not torch.compiler.is_compiling() and not capturing_cuda_graph(x)
 
 
+def _outside_unit_interval(x: Tensor) -> bool:
+    """Whether a value of ``x`` lies outside [0, 1]: one pass, one read-back. NaN does not count
+    (it propagates to the loss, where AMP's GradScaler skips the step)."""
+    if x.dtype == torch.uint8:
+        return bool(x.amax() > 1)
+    low, high = torch.aminmax(x)
+    return bool((low < 0) | (high > 1))
+
+
 def check_probability(name: str, value, *, open_low: bool = False, open_high: bool = False) -> float:
     """A number in [0, 1] (bounds optionally exclusive)."""
     return check_number(name, value, low=0.0, high=1.0, low_open=open_low, high_open=open_high)
@@ -234,15 +243,14 @@ def check_loss_inputs(
         if target_f.dtype == torch.bool:
             outside = False
         elif valid is None or convert_target:  # ignored pixels hold 0 when converted
-            low, high = torch.aminmax(target_f)
-            outside = bool(low < 0) or bool(high > 1)
+            outside = _outside_unit_interval(target_f)
         else:
             outside = bool((((target_f < 0) | (target_f > 1)) & valid).any())
         if outside:
             hint = " (pass ignore=<value> to mark an ignore_index)" if not target.is_floating_point() else ""
             raise ValueError(f"target values must lie in [0, 1]{hint}")
         if not from_logits:
-            if bool((input < 0).any()) or bool((input > 1).any()):
+            if _outside_unit_interval(input):
                 raise ValueError(
                     "input holds probabilities (from_logits=False) but has values outside [0, 1]; "
                     "pass logits with from_logits=True"
