@@ -86,8 +86,9 @@ def user_distance(distance, checked: CheckedInputs, dtype: torch.dtype) -> Tenso
     if distance.device != checked.input.device:
         raise ValueError(f"distance is on {distance.device} but input is on {checked.input.device}")
     distance = _as_input_shape(distance, checked.input, "distance")
-    if value_checks_apply(distance):
-        if not bool(torch.isfinite(distance).all()) or bool((distance < 0).any()):
+    if value_checks_apply(distance) and distance.numel():
+        low, high = torch.aminmax(distance)  # NaN, inf and negatives in one pass, one read-back
+        if not bool((low >= 0) & torch.isfinite(high)):
             raise ValueError("distance must be finite and non-negative")
     return distance.detach().to(dtype)
 
