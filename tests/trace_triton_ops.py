@@ -131,7 +131,6 @@ for name, loss in CASES.items():
     report[name] = {"writes": [list(w) for w in writes], "error": error}
 
 
-
 def params_from_scalar_input(gm: torch.fx.GraphModule, example_inputs) -> bool:
     """Whether every kernel's ``params_ptr`` in ``gm`` is computed from a 0-d graph input (the
     hyperparameter, which Dynamo passes as a 0-d tensor once it is symbolic)."""
