@@ -52,8 +52,8 @@ from torch import Tensor
 
 from .._checks import check_choice
 from . import inductor_path, torch_path
-from .kernel_params import KernelParams, checked_values, forms_dict, kernel_forms, parameter_values
-from .scalars import as_operand, values_tensor
+from .kernel_params import KernelParams, forms_dict
+from .scalars import values_tensor
 from .spec import TermParams
 
 BACKENDS = ("auto", "triton", "torch", "inductor")
@@ -363,17 +363,11 @@ if HAS_TRITON_OP and torch.cuda.is_available():
 
 
 def triton_kernel_params(quantities: list[int], params: TermParams, z: Tensor) -> tuple[list[int], Tensor]:
-    """``(forms, values)`` of the ``triton_op`` pair: the kernels' constexpr forms and the float64
-    parameter array they read, on z's device (:mod:`.kernel_params`).
-
-    Under torch.compile the array is computed inside the graph from the hyperparameters (graph
-    inputs from their second value on, :mod:`.scalars`) and the forms are comparisons (guards),
-    so a margin schedule runs one graph, and a CUDA graph replays the values of each call.
-    """
-    forms = [int(f) for f in kernel_forms(quantities, params).values()]
-    if torch.compiler.is_compiling():
-        return forms, torch.stack([as_operand(v, z) for v in checked_values(quantities, params)])
-    return forms, parameter_values(quantities, params, z.device)
+    """``(forms, values)`` of the ``triton_op`` pair: the kernels' constexpr forms (comparisons:
+    guards, not specialisations, under torch.compile) and the float64 parameter array they read,
+    on z's device (:class:`.kernel_params.KernelParams`)."""
+    kp = KernelParams.of(quantities, params, z.device)
+    return [int(f) for f in kp.forms.values()], kp.values
 
 
 def group_sums(
@@ -391,7 +385,6 @@ def group_sums(
     """Differentiable ``S [B*C, K]`` of ``z [B, C, N]`` through the chosen backend."""
     backend = resolve_backend(backend, z)
     quantities = [int(q) for q in quantities]
-    values = params_list(params)
     if backend == "triton" and _triton_ops_registered:
         forms, values_on_device = triton_kernel_params(quantities, params, z)
         return torch.ops.fastseg.fused_sums_triton(
@@ -400,5 +393,6 @@ def group_sums(
     # The op reads the values on the host. A CUDA graph (mode="reduce-overhead") would replay
     # what it read when recorded, so on CUDA they stay constants of the compiled graph.
     on_cpu = z.device.type == "cpu"
+    values = params_list(params)
     params_tensor = values_tensor(values) if on_cpu else torch.tensor(values, dtype=torch.float64)
     return fused_sums(z, t, valid, weight, distance, quantities, params_tensor, backend, bool(deterministic))

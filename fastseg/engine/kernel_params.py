@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .scalars import as_operand
 from .spec import TermParams, only_read
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -80,13 +81,20 @@ _VALUES_ON_DEVICE_MAX = 4096
 def parameter_values(quantities: Sequence[int], params: TermParams, device: torch.device) -> torch.Tensor:
     """The kernels' ``params_ptr``: the values of :func:`checked_values` as a float64 tensor on ``device``.
 
+    Under torch.compile the tensor is computed inside the traced graph from the hyperparameters
+    (graph inputs from their second value on, :mod:`.scalars`), so a margin schedule runs one graph
+    and a CUDA graph replays each call's values.
+
     CUDA tensors are cached per device and values (up to 4096, never freed, so a CUDA graph
     that captured one can replay it): a training step copies nothing to the device, and never
     synchronises. Inside a stream capture a value not cached yet is written by fill kernels,
     which the graph records with their values (as it would record scalar kernel arguments).
     """
-    values = tuple(float(v) for v in checked_values(quantities, params))
     device = torch.device(device)
+    if torch.compiler.is_compiling():  # computed in the graph from its (symbolic) inputs: one graph per schedule
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        return torch.stack([as_operand(v, zero) for v in checked_values(quantities, params)])
+    values = tuple(float(v) for v in checked_values(quantities, params))
     if device.type != "cuda":
         return torch.tensor(values, dtype=torch.float64, device=device)
     if device.index is None:
