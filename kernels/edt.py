@@ -9,8 +9,9 @@ for the memory system:
 1. **The contiguous (last) axis first, as a scan** (:func:`_edt_sweep_kernel`). On a binary line
    the 1-D transform is the squared gap to the nearest target pixel, ``min(x - left(x),
    right(x) - x)^2``, where ``left`` is a running maximum of target indices and ``right`` a
-   reversed running minimum: two ``tl.associative_scan`` over coalesced ``[lines, BLOCK_N]`` tiles,
-   with the running value carried between tiles. No envelope, no scratch.
+   running minimum from the line's end: two forward ``tl.associative_scan`` over coalesced
+   ``[lines, BLOCK_N]`` tiles (the second over mirrored tiles), with the running value carried
+   between tiles. No envelope, no scratch.
 2. **Every other axis with the lower envelope** (:func:`_edt_envelope_kernel`): O(n) per line,
    a program owns ``BLOCK_LINES`` lines and walks them in lockstep (the pops of the envelope are
    a masked loop over lanes). These axes are strided, so consecutive lanes are consecutive
@@ -52,7 +53,10 @@ def _edt_sweep_kernel(mask_ptr, out_ptr, n_lines, n, spacing, BLOCK_LINES: tl.co
     """Squared distance along contiguous lines of a binary mask: ``(spacing * gap)^2`` or ``BIG``.
 
     ``gap(x) = min(x - left(x), right(x) - x)`` with ``left``/``right`` the nearest nonzero mask
-    index at or before / at or after ``x`` on the line (running max / reversed running min).
+    index at or before / at or after ``x`` on the line: a running maximum over the tiles from the
+    first, then a running minimum over the tiles from the last, each tile read mirrored so that
+    both are forward scans (no ``reverse=True``, whose results have been reported wrong:
+    triton-lang/triton#4362, #8412).
     """
     pid = tl.program_id(0).to(tl.int64)
     lines = pid * BLOCK_LINES + tl.arange(0, BLOCK_LINES).to(tl.int64)
@@ -72,12 +76,14 @@ def _edt_sweep_kernel(mask_ptr, out_ptr, n_lines, n, spacing, BLOCK_LINES: tl.co
         gap = tl.where(left >= 0, (idx - left).to(tl.float32), BIG)
         tl.store(out_ptr + row + idx, gap, mask=ok)
 
+    # The mirrored tiles below read gaps that other threads of this program stored above.
+    tl.debug_barrier()
     right_carry = tl.full([BLOCK_LINES], NO_INDEX, tl.int32)
     for tile in range(0, n_tiles):
-        idx = ((n_tiles - 1 - tile) * BLOCK_N + cols)[None, :]
+        idx = (n_tiles * BLOCK_N - 1 - tile * BLOCK_N - cols)[None, :]  # descending: the line's end first
         ok = line_ok & (idx < n)
         site = tl.load(mask_ptr + row + idx, mask=ok, other=0) != 0
-        right = tl.associative_scan(tl.where(site, idx, NO_INDEX), 1, _minimum, reverse=True)
+        right = tl.associative_scan(tl.where(site, idx, NO_INDEX), 1, _minimum)
         right = tl.minimum(right, right_carry[:, None])
         right_carry = tl.min(right, axis=1)
         gap = tl.load(out_ptr + row + idx, mask=ok, other=BIG)
