@@ -46,9 +46,14 @@ run_stage() {  # name, command...: time-limited, output kept in $OUT/<name>.txt,
     shift
     local limit=${STAGE_LIMIT_S:-${LIMITS[$name]:-540}}
     local start=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" > "$OUT/$name.txt" 2>&1
+    # SIGINT at the limit: pytest then still prints its summary (what passed and failed so far), and
+    # the benchmark has rewritten its JSON after every finished case.
+    timeout --signal=INT --kill-after=10 "$limit" "$@" > "$OUT/$name.txt" 2>&1
     local rc=$?
-    echo "$name rc=$rc seconds=$((SECONDS - start)) limit=$limit" | tee -a "$OUT/status.txt"
+    local summary
+    summary=$(grep -E "^[0-9]+ (passed|failed)|[0-9]+ (passed|failed|errors?)(,| in )" "$OUT/$name.txt" | tail -n 1)
+    echo "$name rc=$rc seconds=$((SECONDS - start)) limit=$limit ${summary}" | tee -a "$OUT/status.txt"
+    grep -E "^(FAILED|ERROR) " "$OUT/$name.txt" | head -n 20
     tail -n 4 "$OUT/$name.txt"
 }
 
