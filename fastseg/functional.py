@@ -388,14 +388,14 @@ def unified_focal_plan(*, lam=0.5, delta=0.6, gamma=0.5, asymmetric=True, eps=1e
 
     def region(st):
         tp1, fp1, fn1 = P.confusion(st)
-        tp0 = st.group(P.Q.COUNT) - st.group(P.Q.SUM_P) - st.group(P.Q.SUM_T) + tp1  # sum (1-p)(1-t)
+        tp0 = st.group(P.Q.TN)  # the background class's TP: sum (1-p)(1-t)
         ti1 = (tp1 + eps) / (tp1 + delta * fn1 + (1 - delta) * fp1 + eps)
         ti0 = (tp0 + eps) / (tp0 + delta * fp1 + (1 - delta) * fn1 + eps)
         fore = P.power_near_zero(1 - ti1, 1 - gamma)
         back = (1 - ti0).clamp_min(0) if asymmetric else P.power_near_zero(1 - ti0, 1 - gamma)
         return (back + fore) / 2
 
-    return P.compound_plan(point, 1 - lam, region, lam)
+    return P.compound_plan(point, 1 - lam, region, lam, P.CONFUSION + (P.Q.TN,))
 
 
 def hybrid_focal_margin_plan(*, m=0.5, gamma_f=2.0, gamma=0.75, delta=0.7, symmetric=False, lam=None, eps=1.0) -> P.Plan:

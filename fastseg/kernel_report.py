@@ -50,46 +50,58 @@ TARGETS = ("u8", "fp32")
 EDT_SWEEP_BLOCK_N = tuple(1 << e for e in range(4, SWEEP_TILE.bit_length()))  # sweep tile widths: 16 ... SWEEP_TILE
 _NOT_PIXEL_KERNELS = ("reduce", "edt", "edt_sweep")
 
-_DICE = (Q.TP, Q.SUM_P, Q.SUM_T)
-_CE = (Q.FG_CE, Q.BG_CE, Q.COUNT)
-_EL = (Q.EL_FG, Q.EL_BG, Q.COUNT)
-_DIBE = (Q.DIBE_FG, Q.DIBE_BG, Q.COUNT)
-POINTWISE = frozenset(_CE + _EL + _DIBE)  # losses made of these alone also run reduction="none"
+#: Losses made of these quantities alone also run ``reduction="none"`` (one group per element).
+POINTWISE = frozenset({Q.FG_CE, Q.BG_CE, Q.EL_FG, Q.EL_BG, Q.DIBE_FG, Q.DIBE_BG, Q.COUNT})
 
-CATALOG: tuple[tuple[str, tuple[int, ...], TermParams], ...] = (
-    # pointwise (weighted, balanced and adaptive WCE weight the same two sums in the epilogue)
-    ("bce", _CE, TermParams()),
-    ("focal", _CE, TermParams(g_fg=2.0, g_bg=2.0)),
-    ("asymmetric_focal", _CE, TermParams(g_bg=2.0)),
-    ("asymmetric_margin", _CE, TermParams(m=0.5)),
-    ("asymmetric_focal_margin", _CE, TermParams(m=0.5, g_bg=2.0)),
-    ("focal_margin", _CE, TermParams(g_fg=2.0, m=0.5, g_bg=2.0)),
-    ("el_ce", _EL, TermParams(gce=1.0)),
-    ("el_ce_gce0.3", _EL, TermParams(gce=0.3)),
-    ("dibe_dis", _DIBE, TermParams(dibe_g=2.0, dibe_alpha=0.3, dibe_beta=0.7)),
-    # region (Dice, Jaccard, Tversky, focal Tversky, DIBE_Reg, log-cosh Dice share one set)
-    ("dice", _DICE, TermParams()),
-    ("squared_dice", (Q.TP, Q.SUM_PP, Q.SUM_TT), TermParams()),
-    ("sensitivity_specificity", (Q.SS_FG, Q.SS_BG, Q.SUM_T, Q.COUNT), TermParams()),
-    # compound (BceDice, Combo and Holistic share BCE + Dice sums)
-    ("bce_dice", _CE + _DICE, TermParams()),
-    ("exponential_logarithmic", _EL + _DICE, TermParams(gce=1.0)),
-    ("hybrid_focal", _CE + _DICE, TermParams(g_fg=2.0, g_bg=2.0)),
-    ("hybrid_focal_seed000", _CE + _DICE, TermParams(g_bg=2.0)),
-    ("unified_focal_symmetric", _CE + _DICE, TermParams(g_fg=0.5, g_bg=0.5)),
-    ("unified_focal_asymmetric", _CE + _DICE, TermParams(g_bg=0.5)),
-    ("hybrid_focal_margin", _CE + _DICE, TermParams(m=0.5, g_bg=2.0)),
-    ("hybrid_focal_margin_symmetric", _CE + _DICE, TermParams(g_fg=2.0, m=0.5, g_bg=2.0)),
-    ("dibe", _DIBE + _DICE, TermParams(dibe_g=2.0, dibe_alpha=0.3, dibe_beta=0.7)),
-    # distance
-    ("distance_loss", _DICE + (Q.FP, Q.D_FP), TermParams()),
-    ("hausdorff_dt", (Q.D_SQERR, Q.COUNT), TermParams()),
-    # sums of losses (fastseg.losses.CombinedLoss): one pass sums the union of their quantities
-    ("combined_focal_dice_distance", _CE + _DICE + (Q.FP, Q.D_FP), TermParams(g_fg=2.0, g_bg=2.0)),
-    ("combined_every_quantity", tuple(Q), TermParams(g_fg=2.0, m=0.5, g_bg=2.0, gce=0.3, dibe_g=2.0, dibe_alpha=0.3,
-                                                     dibe_beta=0.7)),
-)
-"""(loss, quantity ids in engine order, TermParams) of every catalog entry the kernels serve."""
+
+def _catalog() -> tuple[tuple[str, tuple[int, ...], TermParams], ...]:
+    """Every loss of the catalog as the launchers see it: its plan's quantities and parameters."""
+    from fastseg import functional as F
+
+    def union(*plans):  # a fastseg.losses.CombinedLoss pass: the union of its terms' quantities
+        return F.P.Plan(tuple(dict.fromkeys(k for plan in plans for k in plan.quantities)), plans[0].params,
+                        plans[0].epilogue)
+
+    plans = {
+        # pointwise (weighted, balanced and adaptive WCE weight the same two sums in the epilogue)
+        "bce": F.bce_plan(),
+        "focal": F.focal_plan(),
+        "asymmetric_focal": F.asymmetric_focal_plan(),
+        "asymmetric_margin": F.asymmetric_margin_plan(),
+        "asymmetric_focal_margin": F.asymmetric_focal_margin_plan(),
+        "focal_margin": F.focal_margin_plan(),
+        "el_ce": F.el_ce_plan(),
+        "el_ce_gce0.3": F.el_ce_plan(gamma_ce=0.3),
+        "dibe_dis": F.dibe_dis_plan(),
+        # region (Dice, Jaccard, Tversky, focal Tversky, DIBE_Reg, log-cosh Dice share one set)
+        "dice": F.dice_plan(),
+        "squared_dice": F.squared_dice_plan(),
+        "sensitivity_specificity": F.sensitivity_specificity_plan(),
+        # compound (BceDice, Combo and Holistic share BCE + Dice sums)
+        "bce_dice": F.bce_dice_plan(),
+        "exponential_logarithmic": F.exp_log_plan(),
+        "hybrid_focal": F.hybrid_focal_plan(),
+        "hybrid_focal_seed000": F.hybrid_focal_plan(asymmetric=True),
+        "unified_focal_symmetric": F.unified_focal_plan(asymmetric=False),
+        "unified_focal_asymmetric": F.unified_focal_plan(),
+        "hybrid_focal_margin": F.hybrid_focal_margin_plan(),
+        "hybrid_focal_margin_symmetric": F.hybrid_focal_margin_plan(symmetric=True),
+        "dibe": F.dibe_plan(),
+        # distance
+        "distance_loss": F.distance_loss_plan(),
+        "hausdorff_dt": F.hausdorff_dt_plan(),
+        # sums of losses (fastseg.losses.CombinedLoss): one pass sums the union of their quantities
+        "combined_focal_dice_distance": union(F.focal_plan(), F.dice_plan(), F.distance_loss_plan()),
+    }
+    every = TermParams(g_fg=2.0, m=0.5, g_bg=2.0, gce=0.3, dibe_g=2.0, dibe_alpha=0.3, dibe_beta=0.7)
+    return tuple((name, plan.quantities, plan.params) for name, plan in plans.items()) + (
+        ("combined_every_quantity", tuple(Q), every),
+    )
+
+
+CATALOG = _catalog()
+"""(loss, quantity ids in engine order, TermParams) of every catalog entry the kernels serve, taken
+from the plans :mod:`fastseg.functional` launches (so the gate compiles what runs)."""
 
 
 class ToolchainUnavailable(RuntimeError):

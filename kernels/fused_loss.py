@@ -240,6 +240,19 @@ def _q_fp(p, q, t):
 
 
 @triton.jit
+def _q_fn(p, q, t):
+    """FN: ``q t`` (``q = 1 - p``, no cancellation); derivative ``-t p q``."""
+    return q * t, -(t * p * q)
+
+
+@triton.jit
+def _q_tn(p, q, t):
+    """TN: ``q (1-t)``; derivative ``-(1-t) p q``."""
+    nt = 1.0 - t
+    return q * nt, -(nt * p * q)
+
+
+@triton.jit
 def _q_d_sqerr(p, q, t, d):
     """D_SQERR: ``d (p-t)^2``; derivative ``2 d (p-t) p q``."""
     diff = p - t
@@ -339,7 +352,7 @@ def _fused_loss_forward_kernel(
     COL_SUM_TT: tl.constexpr, COL_COUNT: tl.constexpr, COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
     COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
     COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
-    COL_FP: tl.constexpr,
+    COL_FP: tl.constexpr, COL_FN: tl.constexpr, COL_TN: tl.constexpr,
     G_FG_FORM: tl.constexpr, HAS_MARGIN: tl.constexpr, G_BG_FORM: tl.constexpr, GCE_FORM: tl.constexpr,
     GCE_M1_FORM: tl.constexpr, DIBE_G_FORM: tl.constexpr, DIBE_A1_FORM: tl.constexpr, DIBE_B1_FORM: tl.constexpr,
     TINY: tl.constexpr,
@@ -414,6 +427,12 @@ def _fused_loss_forward_kernel(
     if COL_FP >= 0:
         v, _ = _q_fp(p, q, t)
         _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_FP, ATOMIC, PER_ELEMENT)
+    if COL_FN >= 0:
+        v, _ = _q_fn(p, q, t)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_FN, ATOMIC, PER_ELEMENT)
+    if COL_TN >= 0:
+        v, _ = _q_tn(p, q, t)
+        _emit(out_ptr, g, tile, n_tiles, v, mask, offs, inb, K, COL_TN, ATOMIC, PER_ELEMENT)
 
 
 @triton.jit
@@ -425,7 +444,7 @@ def _fused_loss_backward_kernel(
     COL_FG_CE: tl.constexpr, COL_BG_CE: tl.constexpr,
     COL_EL_FG: tl.constexpr, COL_EL_BG: tl.constexpr, COL_DIBE_FG: tl.constexpr, COL_DIBE_BG: tl.constexpr,
     COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
-    COL_FP: tl.constexpr,
+    COL_FP: tl.constexpr, COL_FN: tl.constexpr, COL_TN: tl.constexpr,
     G_FG_FORM: tl.constexpr, HAS_MARGIN: tl.constexpr, G_BG_FORM: tl.constexpr, GCE_FORM: tl.constexpr,
     GCE_M1_FORM: tl.constexpr, DIBE_G_FORM: tl.constexpr, DIBE_A1_FORM: tl.constexpr, DIBE_B1_FORM: tl.constexpr,
     TINY: tl.constexpr,
@@ -494,6 +513,12 @@ def _fused_loss_backward_kernel(
     if COL_FP >= 0:
         _, dv = _q_fp(p, q, t)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_FP, PER_ELEMENT).to(z.dtype) * dv
+    if COL_FN >= 0:
+        _, dv = _q_fn(p, q, t)
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_FN, PER_ELEMENT).to(z.dtype) * dv
+    if COL_TN >= 0:
+        _, dv = _q_tn(p, q, t)
+        acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_TN, PER_ELEMENT).to(z.dtype) * dv
 
     acc = tl.where(mask, acc, 0.0)
     tl.store(grad_ptr + g * N + offs, acc.to(grad_ptr.dtype.element_ty), mask=inb)
@@ -525,7 +550,7 @@ REDUCE_BLOCK_T = 64
 
 
 def normalize_quantities(quantities: Sequence[int]) -> tuple[int, ...]:
-    """The quantity ids as a tuple of ints; ``ValueError`` unless they are a non-empty list of ids 0-15."""
+    """The quantity ids as a tuple of ints; ``ValueError`` unless they are a non-empty list of valid ids."""
     if isinstance(quantities, (int, Quantity)) or not isinstance(quantities, Sequence):
         raise TypeError(f"quantities must be a sequence of quantity ids (0-{NUM_QUANTITIES - 1}); got {quantities!r}")
     out = []

@@ -422,6 +422,7 @@ def spec_quantities(z, t, valid, w, d, prm: TermParams):
         Quantity.DIBE_FG: w * t * dibe(True), Quantity.DIBE_BG: w * nt * dibe(False),
         Quantity.SS_FG: (t - p) ** 2 * t, Quantity.SS_BG: (t - p) ** 2 * nt,
         Quantity.D_FP: d * p * nt, Quantity.D_SQERR: d * (p - t) ** 2 * v, Quantity.FP: p * nt,
+        Quantity.FN: torch.sigmoid(-z) * t, Quantity.TN: torch.sigmoid(-z) * nt,
     }  # fmt: skip
     return torch.stack([s[k].sum(-1) for k in Quantity], -1).reshape(-1, len(Quantity))
 

@@ -63,7 +63,7 @@ def test_sm90_compile_gate_reports_registers_and_no_spills(capsys):
         assert r["spill_bytes"] == 0, r
         assert r["shared_bytes"] >= 0 and r["dynamic_shared_bytes"] >= 0, r
     forward = [r for r in rows if r["kernel"] == "forward" and not r["atomic"]]
-    assert {r["quantities"] for r in forward} == {"FG_CE,BG_CE,COUNT,TP,SUM_P,SUM_T"}
+    assert {r["quantities"] for r in forward} == {"FG_CE,BG_CE,COUNT,TP,FP,FN"}
     assert any(r["valid"] and r["weight"] and r["target"] == "fp32" for r in forward)
     assert status == 0
     table = kr.format_table(rows)

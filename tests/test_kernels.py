@@ -65,6 +65,8 @@ def oracle_pixels(z, t, params, *, weight=None, distance=None):
         Q.D_FP: d * p * (1 - t),
         Q.D_SQERR: d * (p - t) ** 2,
         Q.FP: p * (1 - t),
+        Q.FN: q * t,
+        Q.TN: q * (1 - t),
     }
     return [s[Q(k)] for k in range(NUM_QUANTITIES)]
 

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .scalars import as_operand
 from .spec import Quantity as Q
-from .spec import TermParams
+from .spec import TermParams, reads_weight
 
 #: Below this, ``x ** k`` continues linearly (the reference's ``power_near_zero`` decision).
 POWER_FLOOR = 1e-6
@@ -45,6 +45,14 @@ class Plan:
     # ``maps`` returns the weight of the CE quantities itself (a distance-weighted CE), instead of
     # passing the caller's ``weight`` through: no other term's CE may share the call.
     maps_weight: bool = False
+    # ``maps`` scales its distance input by the caller's ``weight`` (Hausdorff DT: ``d = w (...)``).
+    maps_read_weight: bool = False
+
+    @property
+    def reads_weight(self) -> bool:
+        """Whether the caller's per-pixel ``weight`` enters the loss: a weighted (cross-entropy)
+        quantity, or distance maps scaled by it."""
+        return reads_weight(self.quantities) or self.maps_read_weight
 
 
 class Stats:
@@ -138,9 +146,8 @@ def class_counts(st: Stats) -> tuple[Tensor, Tensor]:
 
 
 def confusion(st: Stats) -> tuple[Tensor, Tensor, Tensor]:
-    """Per group ``(TP, FP, FN)`` with ``FP = sum p - TP``, ``FN = sum t - TP``."""
-    tp = st.group(Q.TP)
-    return tp, st.group(Q.SUM_P) - tp, st.group(Q.SUM_T) - tp
+    """Per group ``(TP, FP, FN)``, each summed directly (see :mod:`.spec`)."""
+    return st.group(Q.TP), st.group(Q.FP), st.group(Q.FN)
 
 
 def tversky_index(st: Stats, alpha: float, beta: float, eps: float) -> Tensor:
@@ -149,13 +156,13 @@ def tversky_index(st: Stats, alpha: float, beta: float, eps: float) -> Tensor:
 
 
 def dice_coefficient(st: Stats, eps: float) -> Tensor:
-    tp = st.group(Q.TP)
-    return (2 * tp + eps) / (st.group(Q.SUM_P) + st.group(Q.SUM_T) + eps)
+    tp, fp, fn = confusion(st)
+    return (2 * tp + eps) / (2 * tp + fp + fn + eps)
 
 
 def jaccard_index(st: Stats, eps: float) -> Tensor:
-    tp = st.group(Q.TP)
-    return (tp + eps) / (st.group(Q.SUM_T) + st.group(Q.SUM_P) - tp + eps)
+    tp, fp, fn = confusion(st)
+    return (tp + eps) / (tp + fp + fn + eps)
 
 
 def adaptive_q(q: str, n_pos: Tensor, n_neg: Tensor, beta: float, gamma: float | None, a: float, smooth: float) -> Tensor:
@@ -229,10 +236,11 @@ def dibe_dis_plan(*, w_fg, w_bg, gamma, alpha, beta) -> Plan:
 # region plans: a function of per-group sums, reduced over the groups
 # --------------------------------------------------------------------------------------------
 
-_CONF = (Q.TP, Q.SUM_P, Q.SUM_T, Q.COUNT)
+#: What the confusion-based region terms read (COUNT tells which groups have a valid pixel).
+CONFUSION = (Q.TP, Q.FP, Q.FN, Q.COUNT)
 
 
-def region_plan(per_group: Callable[[Stats], Tensor], quantities=_CONF) -> Plan:
+def region_plan(per_group: Callable[[Stats], Tensor], quantities=CONFUSION) -> Plan:
     def epilogue(st: Stats, reduction: str) -> Tensor:
         return st.reduce_groups(per_group(st), reduction)
 
@@ -285,7 +293,7 @@ def sensitivity_specificity_plan(*, w, eps) -> Plan:
 # --------------------------------------------------------------------------------------------
 
 
-def compound_plan(pointwise: Plan, w_point: float, region: Callable[[Stats], Tensor], w_region: float, region_qs=_CONF) -> Plan:
+def compound_plan(pointwise: Plan, w_point: float, region: Callable[[Stats], Tensor], w_region: float, region_qs=CONFUSION) -> Plan:
     """``w_point * pointwise + w_region * reduce_groups(region)`` ("mean" or "sum" only)."""
     qs = tuple(dict.fromkeys(pointwise.quantities + tuple(region_qs)))
 
@@ -300,14 +308,14 @@ def compound_plan(pointwise: Plan, w_point: float, region: Callable[[Stats], Ten
 # --------------------------------------------------------------------------------------------
 
 
-#: The confusion sums and seed 003's two false-positive sums.
-_DISTANCE_CONF = _CONF + (Q.FP, Q.D_FP)
+#: The confusion sums and seed 003's distance-weighted false positives.
+_DISTANCE_CONF = CONFUSION + (Q.D_FP,)
 
 
 def distance_factor(st: Stats, alpha: float, eps_dist: float) -> Tensor:
     """Seed 003 eq 1/3 per group: ``1 + L_Dist (alpha - 1)``, ``L_Dist = D_FP / (FP + eps_dist)``.
 
-    FP is its own quantity, not ``SUM_P - TP``: a few weak false alarms beside confident cracks
+    FP is summed directly, not as ``SUM_P - TP``: a few weak false alarms beside confident cracks
     would lose most of its float32 digits in that subtraction (see :mod:`.spec`).
     """
     return 1 + st.group(Q.D_FP) / (st.group(Q.FP) + eps_dist) * (alpha - 1)
@@ -327,7 +335,7 @@ def hausdorff_dt_plan(*, maps) -> Plan:
     def epilogue(st: Stats, reduction: str) -> Tensor:
         return st.reduce_pointwise(st.pixel(Q.D_SQERR), reduction)
 
-    return Plan((Q.D_SQERR, Q.COUNT), TermParams(), epilogue, pointwise=True, maps=maps)
+    return Plan((Q.D_SQERR, Q.COUNT), TermParams(), epilogue, pointwise=True, maps=maps, maps_read_weight=True)
 
 
 def weighted_ce_plan(*, maps) -> Plan:

@@ -34,14 +34,19 @@ Per-pixel notation: ``p = sigmoid(z)``, ``lp = logsigmoid(z) = log p``,
 | 14 | D_FP     | d p (1-t)                                                  | d (1-t) p(1-p)                            |
 | 15 | D_SQERR  | d (p-t)^2                                                  | 2 d (p-t) p(1-p)                          |
 | 16 | FP       | p (1-t)                                                    | (1-t) p(1-p)                              |
+| 17 | FN       | (1-p) t                                                    | -t p(1-p)                                 |
+| 18 | TN       | (1-p) (1-t)                                                | -(1-t) p(1-p)                             |
 
-Everything else is an epilogue expression: ``FP = SUM_P - TP`` and ``FN = SUM_T - TP`` where
-they are added to a term at least as large (Tversky's denominator), the background class of
-Unified Focal ``TP0 = COUNT - SUM_P - SUM_T + TP``, class weights from ``SUM_T / COUNT`` over the
-batch, pointwise means ``FG_CE / COUNT``, ... A ratio with FP alone in its denominator (seed
-003's L_Dist) reads the FP quantity instead: with confident cracks and a few weak false alarms,
-``SUM_P - TP`` in float32 would keep only the digits of FP that survive the subtraction of two
-sums a thousand times larger.
+Everything else is an epilogue expression: Dice, Jaccard and Tversky from ``TP, FP, FN``, the
+background class of Unified Focal from ``TN, FN, FP``, class weights from ``SUM_T / COUNT`` over
+the batch, pointwise means ``FG_CE / COUNT``, ... The confusion sums are each summed directly
+(``1 - p`` as ``sigmoid(-z)``), never rebuilt by subtraction: ``FN = SUM_T - TP`` or
+``TN = COUNT - SUM_P - SUM_T + TP`` of float32 sums keep only the digits that survive the
+cancellation, which is all of them on the images where they matter: an all-crack image predicted
+confidently has ``TN = 0`` and ``FN`` a millionth of ``SUM_T`` (Unified Focal's background index
+``(TN + eps)/(TN + ... + eps)`` with ``eps = 1e-7`` read the round-off and gave 0.0003 instead of
+0.25), and seed 003's L_Dist divides by a FP a thousand times smaller than ``SUM_P`` when a few
+weak false alarms sit beside confident cracks.
 
 Numerics the implementations must keep: ``x ** g`` as ``exp2(g * log2(x))`` with ``x = 0`` mapped
 to ``0`` (``g > 0``) or ``1`` (``g = 0``); ``(-lp) ** (gce - 1)`` with ``-lp`` clamped to the smallest
@@ -72,6 +77,8 @@ class Quantity(IntEnum):
     D_FP = 14
     D_SQERR = 15
     FP = 16
+    FN = 17
+    TN = 18
 
 
 NUM_QUANTITIES = len(Quantity)

@@ -27,7 +27,6 @@ a call runs, torch ops run serially (``torch.set_num_threads(1)``, restored afte
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import torch
@@ -117,10 +116,6 @@ def _addcmul(a: Tensor, b: Tensor, c: Tensor, value: float | Tensor) -> Tensor:
     if isinstance(value, Tensor):
         return a + b * c * value
     return torch.addcmul(a, b, c, value=value)
-
-
-def _expm1(x: float | Tensor) -> float | Tensor:
-    return torch.expm1(x) if isinstance(x, Tensor) else math.expm1(x)
 
 
 #: The values of each TermParams field at which the formulas below take a special form (the
@@ -220,20 +215,27 @@ class _Chunk:
         return torch.clamp(self.z, min=0.0).add_(self.l1)
 
     @cached_property
-    def _h(self) -> Tensor:  # q (exp(m) - 1)
-        return self.q * _expm1(self.val.m)
-
-    @cached_property
-    def spnm(self) -> Tensor:  # -log sigmoid(z - m)
-        if self.params.m == 0:
-            return self.spn
-        return torch.log1p(self._h).add_(self.spn)
+    def zm(self) -> Tensor:  # z - m
+        return self.z - self.val.m
 
     @cached_property
     def pm(self) -> Tensor:  # sigmoid(z - m)
         if self.params.m == 0:
             return self.p
-        return self.p / (self._h + 1.0)
+        return torch.sigmoid(self.zm)
+
+    @cached_property
+    def qm(self) -> Tensor:  # 1 - sigmoid(z - m), accurate where it is small
+        if self.params.m == 0:
+            return self.q
+        return torch.sigmoid(torch.neg(self.zm))
+
+    @cached_property
+    def spnm(self) -> Tensor:  # -log sigmoid(z - m) = log1p(exp(-|z - m|)) - min(z - m, 0)
+        if self.params.m == 0:
+            return self.spn
+        l1m = torch.minimum(self.pm, self.qm).div_(torch.maximum(self.pm, self.qm)).log1p_()
+        return l1m.sub_(torch.clamp(self.zm, max=0.0))
 
     @cached_property
     def focal_fg(self) -> Tensor | None:  # (1-p)^g_fg
@@ -334,6 +336,10 @@ def _chunk_sums(c: _Chunk, quantities) -> list[Tensor]:
             s = _rowsum(sq) if c.v is None else _rowdot(sq, c.v)
         elif k == Q.FP:
             s = _rowdot(c.p, c.nt)
+        elif k == Q.FN:
+            s = _rowdot(c.q, c.t)
+        elif k == Q.TN:
+            s = _rowdot(c.q, c.nt)
         else:
             raise ValueError(f"unknown quantity {k!r}")
         out.append(s)
@@ -401,18 +407,10 @@ def _chunk_grad(c: _Chunk, qs, coef: dict) -> Tensor:
     """``sum_k coef[k] * ds_k/dz`` of one chunk; ``coef[k]`` is ``[R, 1]``."""
     pr = c.params
     # region part: p q * A,  A = sum of the factors of p(1-p) in each ds_k/dz
-    A = None
-
     def add(acc, term):
         return term if acc is None else acc.add_(term)
 
-    if Q.TP in coef and Q.SUM_P in coef and c.v is None:
-        A = torch.addcmul(coef[Q.SUM_P], c.t, coef[Q.TP])  # c_P + c_TP t
-    else:
-        if Q.TP in coef:
-            A = add(A, c.t * coef[Q.TP])
-        if Q.SUM_P in coef:
-            A = add(A, coef[Q.SUM_P].expand_as(c.z).clone() if c.v is None else c.v * coef[Q.SUM_P])
+    A = _confusion_factor(c, coef)
     if Q.SUM_PP in coef:
         A = add(A, _mul(c.p * (2 * coef[Q.SUM_PP]), c.v))
     if Q.SS_FG in coef or Q.SS_BG in coef:
@@ -424,15 +422,13 @@ def _chunk_grad(c: _Chunk, qs, coef: dict) -> Tensor:
         A = add(A, mix.mul_(c.p_minus_t).mul_(2.0))
     if Q.D_FP in coef:
         A = add(A, c.d * c.nt * coef[Q.D_FP])
-    if Q.FP in coef:
-        A = add(A, c.nt * coef[Q.FP])
     if Q.D_SQERR in coef:
         A = add(A, _mul(c.d * c.p_minus_t * (2 * coef[Q.D_SQERR]), c.v))
     grad = None if A is None else A.mul_(c.p).mul_(c.q)
 
     # pointwise part
-    if Q.FG_CE in coef:  # t w (1-p)^g (pm - 1 - g p (-lpm))
-        d = c.pm - 1.0
+    if Q.FG_CE in coef:  # t w (1-p)^g (-(1 - pm) - g p (-lpm))
+        d = torch.neg(c.qm)
         if pr.g_fg != 0:
             d = d.sub_(c.p * c.spnm * c.val.g_fg)
         d = _mul(d, c.focal_fg).mul_(c.tw).mul_(coef[Q.FG_CE])
@@ -459,6 +455,25 @@ def _chunk_grad(c: _Chunk, qs, coef: dict) -> Tensor:
     if grad is None:
         grad = torch.zeros_like(c.z)
     return grad
+
+
+def _confusion_factor(c: _Chunk, coef: dict) -> Tensor | None:
+    """The factor of ``p(1-p)`` in the derivatives of TP, SUM_P, FP, FN and TN.
+
+    On a valid pixel it is ``t a_t + (1-t) a_nt`` with ``a_t = c_TP + c_P - c_FN`` and
+    ``a_nt = c_FP + c_P - c_TN`` (``t`` and ``1-t`` are 0 where ignored), evaluated as written: as
+    ``a_nt + t (a_t - a_nt)`` a crack pixel would lose the digits of ``a_t`` to a large ``a_nt``
+    (seed 003's ``dL/dFP`` is large when FP is small). ``None`` when none of the five is summed.
+    """
+    def combine(plus, minus):
+        terms = [coef[k] for k in plus if k in coef] + [-coef[k] for k in minus if k in coef]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    a_t = combine((Q.TP, Q.SUM_P), (Q.FN,))
+    a_nt = combine((Q.FP, Q.SUM_P), (Q.TN,))
+    if a_nt is None:
+        return None if a_t is None else c.t * a_t
+    return c.nt * a_nt if a_t is None else torch.addcmul(c.nt * a_nt, c.t, a_t)
 
 
 def _dibe_grad(c: _Chunk, fg: bool) -> Tensor:

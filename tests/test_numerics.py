@@ -1,0 +1,99 @@
+"""Float32 accuracy where cancellation or overflow used to cost it (found by differential fuzzing).
+
+Each case compares the fused loss in float32 with the float64 reference on inputs where an earlier
+formulation lost the answer: confusion sums rebuilt by subtraction, ``sigmoid(z - m) - 1`` on
+confident pixels, and ``exp(m)`` overflowing for large margins.
+"""
+
+import pytest
+import torch
+
+import fastseg.functional as FS
+import fastseg.reference as R
+from conftest import requires_interpreter
+
+BACKENDS = ["torch", pytest.param("triton", marks=requires_interpreter)]
+
+
+def _value_and_grad(fn, x, t, **kw):
+    x = x.clone().requires_grad_(True)
+    value = fn(x, t, **kw)
+    (grad,) = torch.autograd.grad(value, x)
+    return value.item(), grad.double()
+
+
+def _relative(got, want):
+    return (got - want).abs().max().item() / want.abs().max().item()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("size, center", [(16, 16.0), (64, 16.0), (128, 12.0)])
+def test_unified_focal_on_a_confidently_found_all_crack_image(size, center, backend):
+    """The background class's TP is ``sum (1-p)(1-t) = 0`` here. Rebuilt as
+    ``COUNT - SUM_P - SUM_T + TP`` from float32 sums it was their round-off, which
+    ``eps = 1e-7`` does not hide: 0.0003 instead of 0.25 at 256x256."""
+    g = torch.Generator().manual_seed(size)
+    z = center + torch.randn(1, 1, size, size, generator=g)
+    t = torch.ones(1, 1, size, size)
+    want, want_grad = _value_and_grad(R.unified_focal, z.double(), t)
+    got, got_grad = _value_and_grad(FS.unified_focal, z, t, backend=backend)
+    assert got == pytest.approx(want, rel=1e-4)
+    assert _relative(got_grad, want_grad) <= 2e-3  # the float32 reference itself is 7e-4 off at 128x128
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "name, kw",
+    [("tversky", {"alpha": 1.0, "beta": 0.0, "eps": 1e-6}), ("focal_tversky", {}), ("dibe_reg", {}), ("jaccard", {}),
+     ("dice", {})],
+)
+def test_confusion_losses_of_a_nearly_perfect_all_crack_image(name, kw, backend):
+    """FN is a hundred-thousandth of ``sum t`` here. As ``SUM_T - TP`` of float32 sums it kept few
+    digits (focal Tversky and DIBE_Reg 1e-3 off, Tversky(1, 0) negative); summed directly the fused
+    loss is as close to the float64 one as the float32 reference (whose own error is the
+    ``1 - index`` of an index near 1)."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.empty(1, 1, 70001).uniform_(5.0, 80.0, generator=g)
+    t = torch.ones(1, 1, 70001)
+    want = getattr(R, name)(z.double(), t, **kw).item()
+    own_error = abs(getattr(R, name)(z, t, **kw).item() - want)
+    got = getattr(FS, name)(z, t, backend=backend, **kw).item()
+    assert got >= 0
+    assert abs(got - want) <= 1.5 * own_error + 1e-7 * abs(want) + 1e-12, (got, want, own_error)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("loss, m", [("bce", 0.0), ("asymmetric_margin", 0.5), ("focal_margin", 1.5)])
+def test_foreground_gradient_of_confident_pixels(loss, m, backend):
+    """``d(-log sigmoid(z - m))/dz = -sigmoid(m - z)``: about ``-exp(m - z)``, never 0 (as
+    ``sigmoid(z - m) - 1`` it was 0 from z = 17 on in float32)."""
+    z = torch.tensor([10.0, 15.0, 17.0, 20.0, 25.0]).reshape(1, 1, 5)
+    t = torch.ones(1, 1, 5)
+    kw = {} if loss == "bce" else {"m": m}
+    _, want = _value_and_grad(getattr(R, loss), z.double(), t, **kw)
+    _, got = _value_and_grad(getattr(FS, loss), z, t, backend=backend, **kw)
+    assert (got < 0).all()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_probability_gradient_next_to_one(backend):
+    """``from_logits=False`` chains ``dz/dp = 1/(p(1-p))``: the logit gradient must keep its digits
+    for ``dL/dp = -1/(N p)`` to survive at ``p = 1 - 2**-24``."""
+    p = torch.tensor([0.999999, 1 - 2**-24, 0.5, 0.9]).reshape(1, 1, 4)
+    t = torch.ones(1, 1, 4)
+    _, want = _value_and_grad(R.bce, p.double(), t, from_logits=False)
+    _, got = _value_and_grad(FS.bce, p, t, from_logits=False, backend=backend)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["inductor"])
+@pytest.mark.parametrize("m", [89.0, 100.0, 500.0])
+def test_margins_beyond_float32_exp_range(m, backend):
+    """``exp(m)`` overflows float32 above m = 88.7; ``sigmoid(z - m)`` and ``softplus(m - z)`` do not."""
+    z = torch.tensor([0.0, 100.0, -100.0, 3.0, 30.0, 600.0]).reshape(1, 1, 6)
+    t = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 1.0]).reshape(1, 1, 6)
+    want, want_grad = _value_and_grad(R.asymmetric_margin, z.double(), t, m=m)
+    got, got_grad = _value_and_grad(FS.asymmetric_margin, z, t, m=m, backend=backend)
+    assert got == pytest.approx(want, rel=1e-6)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=1e-12)
