@@ -18,6 +18,7 @@ Conventions fixed here (see README "Conventions"):
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from numbers import Real
 
@@ -72,7 +73,27 @@ def capturing_cuda_graph(x) -> bool:
     return isinstance(x, Tensor) and x.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
-_value_checks = os.environ.get("FASTSEG_VALUE_CHECKS", "1") != "0"
+_FALSE = ("0", "false", "no", "off")
+_TRUE = ("1", "true", "yes", "on")
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """The environment variable ``name`` as a bool: ``0``/``false``/``no``/``off`` or
+    ``1``/``true``/``yes``/``on`` (any case, surrounding spaces ignored); ``default`` when it is
+    unset or empty, and, with a warning naming the variable, when it is anything else."""
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower()
+    if value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    if value:
+        warnings.warn(f"{name}={raw!r} is not understood (use 0/false/no/off or 1/true/yes/on); "
+                      f"using the default ({default})", RuntimeWarning, stacklevel=2)
+    return default
+
+
+_value_checks = env_flag("FASTSEG_VALUE_CHECKS", True)
 
 
 def set_value_checks(enabled: bool) -> bool:
@@ -81,11 +102,11 @@ def set_value_checks(enabled: bool) -> bool:
     The checks (targets in [0, 1], probabilities in [0, 1] with ``from_logits=False``,
     non-negative weights, finite non-negative distance maps) read the data, so on CUDA each loss
     call waits for the GPU to catch up (a host synchronisation, which also stops the host from
-    queuing the next kernels ahead). They are on by default; ``FASTSEG_VALUE_CHECKS=0`` in the
-    environment turns them off at import. Off, a bad value gives a wrong loss instead of a
-    ``ValueError``: turn them off once the data pipeline is known to be right. Shape, dtype and
-    device checks always run; torch.compile and CUDA-graph capture skip the value checks anyway.
-    The reference losses always check.
+    queuing the next kernels ahead). They are on by default; ``FASTSEG_VALUE_CHECKS=0`` (or
+    ``false``, ``no``, ``off``) in the environment turns them off at import (see :func:`env_flag`).
+    Off, a bad value gives a wrong loss instead of a ``ValueError``: turn them off once the data
+    pipeline is known to be right. Shape, dtype and device checks always run; torch.compile and
+    CUDA-graph capture skip the value checks anyway. The reference losses always check.
     """
     global _value_checks
     if not isinstance(enabled, bool):

@@ -15,8 +15,8 @@ so the envelope is the exact one (ties pick either parabola, with the same value
 It is compiled once per machine with the system C compiler (``$CC``, default ``cc``) into
 ``$FASTSEG_CACHE_DIR`` (default ``~/.cache/fastseg``) and loaded with ctypes, which releases the
 GIL during the call. Where no compiler works, :func:`load` warns once (``RuntimeWarning``) and
-returns ``None``, and :mod:`fastseg.edt` uses SciPy instead; ``FASTSEG_NATIVE=0`` chooses SciPy
-without the warning.
+returns ``None``, and :mod:`fastseg.edt` uses SciPy instead; ``FASTSEG_NATIVE=0`` (or ``false``,
+``no``, ``off``) chooses SciPy without the warning.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from ._checks import env_flag
 
 SOURCE = r"""
 #include <math.h>
@@ -204,7 +206,7 @@ def load():
     if _TRIED:
         return _LIB
     _TRIED = True
-    if os.environ.get("FASTSEG_NATIVE", "1") == "0":
+    if not env_flag("FASTSEG_NATIVE", True):
         return None
     try:
         path, why = _build()

@@ -3,6 +3,7 @@
     fastseg bench      time forward+backward of the losses: fused vs reference vs peers
     fastseg validate   fused vs reference, every loss, on this device; exit 1 on any failure
     fastseg kernels    ahead-of-time compile the Triton kernels and report registers/spills
+    fastseg --version  print the version
 
 Everything heavy is imported inside the subcommand, so ``fastseg --help`` is instant.
 """
@@ -95,7 +96,10 @@ def _validate_parser(sub) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="fastseg", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"fastseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,validate,kernels}")
     _bench_parser(sub)
     _validate_parser(sub)

@@ -35,7 +35,7 @@ _RELATIVE = Path("shared") / "data" / "crackforest"
 # ----------------------------------------------------------------------------------- CrackForest
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CrackForest:
     """CrackForest images and masks, as tensors.
 
@@ -52,6 +52,14 @@ class CrackForest:
 
     def __len__(self) -> int:
         return int(self.ids.numel())
+
+    def __repr__(self) -> str:
+        """A one-line summary, e.g. ``CrackForest(90 images, 3x320x480, images uint8, 1.62% crack
+        pixels)``, instead of the tensors."""
+        size = "x".join(str(n) for n in self.images.shape[1:])
+        crack = self.masks.count_nonzero().item() / max(self.masks.numel(), 1)
+        dtype = str(self.images.dtype).removeprefix("torch.")
+        return f"{type(self).__name__}({len(self)} images, {size}, images {dtype}, {100 * crack:.2f}% crack pixels)"
 
     def subset(self, index) -> CrackForest:
         """The images at ``index`` (anything that indexes a tensor's first dim)."""

@@ -6,9 +6,14 @@ the default, or ``"global"``), ``reduction``, ``backend``, ``deterministic`` and
 ``scope="global"``, ``process_group`` (the ``torch.distributed`` group whose ranks' statistics
 are summed, default the default group; see :mod:`fastseg.distributed`) at construction,
 validates them all there (the same rules and errors as the functional form), and is then called
-as ``loss(input, target, ignore=None, weight=None)``. The parameters are fixed at construction
-(the fused plan is built once): make a new module to change them. ``repr`` lists every
-parameter (a pointwise loss's scope only when it is not the default ``"batch"``)::
+as ``loss(input, target, ignore=None, weight=None)``. ``weight`` (a per-pixel map) applies to
+the losses with a pointwise term (pointwise, compound, and the distance losses but
+:class:`DistanceLoss`); the others (region losses, :class:`DistanceLoss`) raise ``ValueError``
+when given one instead of ignoring it (``reads_weight`` says which). The parameters are fixed at
+construction (the fused plan is built once, and rebuilt from them when the module is unpickled):
+make a new module to change them. Modules and their sums pickle (``torch.save``, ``deepcopy``).
+``repr`` lists every parameter (a pointwise loss's scope only when it is not the default
+``"batch"``)::
 
     >>> HybridFocalMarginLoss(m=1.0)
     HybridFocalMarginLoss(m=1.0, gamma_f=2.0, gamma=0.75, delta=0.7, symmetric=False, lam=None, eps=1.0, scope='image', reduction='mean')
@@ -81,7 +86,31 @@ def _loss_parameters(name: str) -> dict[str, inspect.Parameter]:
     return {n: p for n, p in sig.parameters.items() if n not in _CALL_ARGS + _SETTINGS}
 
 
-class FusedLoss(nn.Module):
+class _Arithmetic:
+    """``w * loss``, ``-loss``, ``loss / d`` and ``loss - other`` as a :class:`CombinedLoss` (``+``
+    is each class's own)."""
+
+    def __mul__(self, weight) -> CombinedLoss:
+        return CombinedLoss([(weight, self)])
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> CombinedLoss:
+        return CombinedLoss([(-1.0, self)])
+
+    def __truediv__(self, divisor) -> CombinedLoss:
+        divisor = check_number("divisor", divisor)
+        if divisor == 0:
+            raise ZeroDivisionError("a fastseg loss divided by zero (divisor must be nonzero)")
+        return CombinedLoss([(1.0 / divisor, self)])
+
+    def __sub__(self, other) -> CombinedLoss:
+        if not isinstance(other, FusedLoss | CombinedLoss):
+            raise TypeError(f"only a fastseg loss can be subtracted from a fastseg loss; got {type(other).__name__}")
+        return self + (-other)
+
+
+class FusedLoss(_Arithmetic, nn.Module):
     """Base class: ``loss_name`` names the functional loss a subclass wraps."""
 
     loss_name: ClassVar[str]
@@ -121,7 +150,7 @@ class FusedLoss(nn.Module):
         if unknown:
             raise TypeError(f"{cls}() got unexpected keyword argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(allowed))}")
         self.params = {n: kwargs.get(n, p.default) for n, p in own.items()}
-        self._plan = getattr(F, f"{name}_plan")(**self.params)  # validates the loss parameters
+        self._plan = self._build_plan()  # validates the loss parameters
 
         self.from_logits = kwargs.get("from_logits", True)
         if not isinstance(self.from_logits, bool):
@@ -138,11 +167,32 @@ class FusedLoss(nn.Module):
         if not isinstance(self.deterministic, bool):
             raise TypeError(f"deterministic must be a bool; got {type(self.deterministic).__name__}")
 
+    def _build_plan(self):
+        return getattr(F, f"{self.loss_name}_plan")(**self.params)
+
+    # The plan's epilogue is a closure, which pickle refuses: drop it, rebuild it from the parameters.
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_plan", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._plan = self._build_plan()
+
+    @property
+    def reads_weight(self) -> bool:
+        """Whether ``weight=`` enters the loss: a per-pixel (cross-entropy) term it weights, or
+        distance maps it scales (Hausdorff DT). Otherwise a ``weight`` raises ``ValueError``."""
+        return self._plan.reads_weight
+
     def forward(self, input: Tensor, target: Tensor, ignore=None, weight: Tensor | None = None,
                 distance: Tensor | None = None) -> Tensor:
         """``distance``: distance losses only, the target's precomputed map (see the functional form)."""
         if distance is not None and self._plan.maps is None:
             raise TypeError(f"{type(self).__name__} reads no distance map; distance must be None")
+        if weight is not None and not self.reads_weight:
+            raise ValueError(f"weight must be None for {type(self).__name__}: the loss has no pointwise term to weight")
         return F.run_plan(
             self._plan,
             input,
@@ -158,12 +208,7 @@ class FusedLoss(nn.Module):
             distance=distance,
         )
 
-    # arithmetic: 0.5 * FocalLoss() + DiceLoss() is a CombinedLoss ---------------------------
-    def __mul__(self, weight) -> CombinedLoss:
-        return CombinedLoss([(weight, self)])
-
-    __rmul__ = __mul__
-
+    # arithmetic: 0.5 * FocalLoss() + DiceLoss() is a CombinedLoss (see _Arithmetic) ----------
     def __add__(self, other) -> CombinedLoss:
         return CombinedLoss([self]) + other
 
@@ -328,7 +373,7 @@ class _Pass:
         self.process_group = loss.process_group
 
 
-class CombinedLoss(nn.Module):
+class CombinedLoss(_Arithmetic, nn.Module):
     """A weighted sum ``sum_i w_i L_i`` of fastseg losses, in as few fused passes as the terms allow.
 
     Built from ``(weight, loss)`` pairs (a bare loss has weight 1), or by arithmetic on the loss
@@ -349,8 +394,12 @@ class CombinedLoss(nn.Module):
 
     Called as ``criterion(input, target, ignore=None, weight=None, distance=None)``;
     ``distance`` (a precomputed target map, see the distance losses) is accepted when exactly one
-    term reads distance maps. The terms' settings are read at construction; ``*`` scales every
-    weight, ``+`` appends terms, and ``sum(losses)`` works.
+    term reads distance maps. ``weight`` goes to the terms that read it (``reads_weight``: the
+    pointwise terms, a compound's pointwise part, the distance-weighted terms); the other terms
+    take their unweighted value, and a ``weight`` that no term reads raises ``ValueError``. The
+    terms' settings are read at construction; ``*`` scales every weight, ``-x`` and ``/ d`` scale
+    them by -1 and 1/d, ``+`` appends terms, ``a - b`` is ``a + (-1) * b``, and ``sum(losses)``
+    works.
     """
 
     def __init__(self, terms):
@@ -375,6 +424,16 @@ class CombinedLoss(nn.Module):
             raise ValueError("terms must hold at least one loss")
         self.weights = tuple(weights)
         self.losses = nn.ModuleList(losses)
+        self._passes = self._plan_passes()
+
+    # The passes' plans hold closures, which pickle refuses: rebuilt from the terms when loaded.
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_passes", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
         self._passes = self._plan_passes()
 
     def _plan_passes(self) -> list[_Pass]:
@@ -406,6 +465,9 @@ class CombinedLoss(nn.Module):
             if len(readers) > 1:
                 raise ValueError(f"distance is ambiguous: terms {readers} each read their own distance map; pass "
                                  f"distance=None (each computes its map) or call those losses separately")
+        if weight is not None and not any(loss.reads_weight for loss in self.losses):
+            raise ValueError("weight must be None for this CombinedLoss: the loss has no pointwise term to weight "
+                             "(none of its terms reads a weight)")
         total = None
         for p in self._passes:
             value = F.run_plan(p.plan, input, target, from_logits=p.from_logits, scope=p.scope, reduction="mean",
@@ -414,12 +476,7 @@ class CombinedLoss(nn.Module):
             total = value if total is None else total + value
         return total
 
-    # arithmetic ------------------------------------------------------------------------------
-    def __mul__(self, weight) -> CombinedLoss:
-        return CombinedLoss([(weight, self)])
-
-    __rmul__ = __mul__
-
+    # arithmetic (see _Arithmetic) -------------------------------------------------------------
     def __add__(self, other) -> CombinedLoss:
         if not isinstance(other, FusedLoss | CombinedLoss):
             raise TypeError(f"a fastseg loss can be added to fastseg losses only; got {type(other).__name__}")

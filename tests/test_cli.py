@@ -1,8 +1,10 @@
 """The ``fastseg`` command on tiny sizes: bench outputs (table, JSON schema, markdown, plot),
-validate's exit status on a correct and on deliberately broken contenders, kernels delegation."""
+validate's exit status on a correct and on deliberately broken contenders, kernels delegation, --version."""
 
+import importlib.metadata
 import importlib.util
 import json
+import subprocess
 import sys
 import textwrap
 
@@ -230,3 +232,16 @@ def test_help_lists_the_subcommands(capsys):
     text = capsys.readouterr().out
     assert "bench" in text and "validate" in text and "kernels" in text
 
+
+
+def test_version(capsys):
+    expected = f"fastseg {importlib.metadata.version('fastseg')}"  # the installed distribution's version
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == expected
+    import fastseg
+
+    assert expected == f"fastseg {fastseg.__version__}"
+    done = subprocess.run([sys.executable, "-m", "fastseg", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == expected, done.stderr

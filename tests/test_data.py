@@ -205,3 +205,18 @@ def test_2048_is_quick():
     # About 0.1 s of CPU time per 2048 x 2048 image on one idle core (16 of them in about 1 s);
     # a generous bound for busy, shared machines.
     assert cpu_seconds < 4.0, cpu_seconds
+
+
+def test_crackforest_repr_is_a_short_summary(cfd):
+    text = repr(cfd)
+    crack = 100 * cfd.masks.float().mean().item()  # the fraction of crack pixels, computed apart
+    assert text == f"CrackForest(90 images, 3x320x480, images uint8, {crack:.2f}% crack pixels)"
+    assert "tensor" not in repr(cfd.split())
+
+
+def test_crackforest_repr_of_a_small_set():
+    masks = torch.zeros(2, 1, 4, 5, dtype=torch.uint8)
+    masks[0, 0, 1, :3] = 1
+    masks[1, 0, 2, 2:] = 1  # 6 of 40 pixels
+    small = fdata.CrackForest(torch.zeros(2, 3, 4, 5), masks, torch.tensor([3, 4]))
+    assert repr(small) == "CrackForest(2 images, 3x4x5, images float32, 15.00% crack pixels)"

@@ -373,8 +373,9 @@ def test_native_edt_without_compiler_warns_once_and_falls_back_to_scipy(monkeypa
         assert torch.equal(edt(mask), got)
 
 
-def test_native_edt_disabled_by_environment_is_quiet(monkeypatch):
-    monkeypatch.setenv("FASTSEG_NATIVE", "0")
+@pytest.mark.parametrize("off", ["0", "off", "False"])
+def test_native_edt_disabled_by_environment_is_quiet(off, monkeypatch):
+    monkeypatch.setenv("FASTSEG_NATIVE", off)
     monkeypatch.setattr(_native_edt, "_TRIED", False)
     monkeypatch.setattr(_native_edt, "_LIB", None)
     mask = torch.rand(2, 1, 7, 5, generator=torch.Generator().manual_seed(0)) < 0.2
@@ -382,6 +383,7 @@ def test_native_edt_disabled_by_environment_is_quiet(monkeypatch):
         warnings.simplefilter("error")
         got = edt(mask, squared=True, dtype=torch.float64)
     assert torch.equal(got, torch.from_numpy(_scipy_sq(mask.numpy(), "foreground")))
+    assert _native_edt._LIB is None  # SciPy gave it, not the native library
 
 
 # ---------------------------------------------------------------------------------------- CUDA

@@ -6,7 +6,9 @@ module's defaults equal to the reference function's defaults.
 
 from __future__ import annotations
 
+import copy
 import inspect
+import pickle
 
 import pytest
 import torch
@@ -121,3 +123,113 @@ def test_no_parameters_or_buffers_and_trainable_with_model():
     t = torch.rand(2, 1, 8, 8) < 0.2
     loss(model(x), t).backward()
     assert model.weight.grad is not None and torch.isfinite(model.weight.grad).all()
+
+
+def _inputs(seed=0, shape=(2, 1, 10, 9)):
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(*shape, generator=gen, dtype=torch.float64) * 2
+    t = (torch.rand(*shape, generator=gen) < 0.25).to(torch.float64)
+    ignore = torch.rand(*shape, generator=gen) < 0.1
+    w = torch.rand(*shape, generator=gen, dtype=torch.float64) + 0.5
+    return z, t, ignore, w
+
+
+def _value_and_grad(loss, z, t, ignore):
+    z = z.clone().requires_grad_()
+    value = loss(z, t, ignore=ignore)
+    (value * 3).backward()
+    return value.detach(), z.grad
+
+
+# every module class at its defaults, a few with parameters their plans close over, and sums
+PICKLE_CASES = {c.__name__: c for c in CLASSES} | {
+    "FocalLoss(gamma=1)": lambda: L.FocalLoss(gamma=1.0, lam=0.3),
+    "HausdorffDTLoss(alpha=1.5)": lambda: L.HausdorffDTLoss(alpha=1.5),
+    "focal+dice": lambda: 0.5 * L.FocalLoss() + L.DiceLoss(),
+    "two_passes_with_distance": lambda: L.HausdorffDTLoss() + 0.2 * L.DistanceLoss() + L.FocalLoss(gamma=1.0),
+    "difference": lambda: L.FocalLoss() - L.TverskyLoss(alpha=0.3, beta=0.7) / 2,
+}
+
+
+@pytest.mark.parametrize("case", PICKLE_CASES)
+def test_pickle_torch_save_and_deepcopy_keep_value_and_gradient(case, tmp_path):
+    loss = PICKLE_CASES[case]()
+    z, t, ignore, _ = _inputs()
+    expected = _value_and_grad(loss, z, t, ignore)
+    torch.save(loss, tmp_path / "loss.pt")
+    copies = {
+        "pickle": pickle.loads(pickle.dumps(loss)),
+        "torch.save": torch.load(tmp_path / "loss.pt", weights_only=False),
+        "deepcopy": copy.deepcopy(loss),
+    }
+    for how, other in copies.items():
+        assert type(other) is type(loss) and repr(other) == repr(loss), how
+        if isinstance(loss, L.CombinedLoss):
+            assert other.passes == loss.passes, how
+        value, grad = _value_and_grad(other, z, t, ignore)
+        torch.testing.assert_close(value, expected[0], rtol=0, atol=0, msg=lambda m: f"{how}: {m}")
+        torch.testing.assert_close(grad, expected[1], rtol=0, atol=0, msg=lambda m: f"{how}: {m}")
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_weight_is_read_or_refused(cls):
+    """A loss without a pointwise term (the region losses, the distance loss) refuses a weight map
+    instead of ignoring it; every other loss weights as the reference does."""
+    module = cls(backend="torch")
+    z, t, ignore, w = _inputs(1)
+    if FS.kind(cls.loss_name) == "region":
+        with pytest.raises(ValueError, match="weight must be None .* no pointwise term to weight"):
+            module(z, t, ignore=ignore, weight=w)
+        assert not module.reads_weight
+        return
+    expected = getattr(R, cls.loss_name)(z, t, ignore=ignore, weight=w)
+    assert not torch.allclose(expected, getattr(R, cls.loss_name)(z, t, ignore=ignore))  # the weight matters
+    torch.testing.assert_close(module(z, t, ignore=ignore, weight=w), expected, rtol=1e-10, atol=1e-12)
+    assert module.reads_weight
+
+
+def test_combined_weight_goes_to_the_terms_that_read_it():
+    z, t, ignore, w = _inputs(2)
+    criterion = L.FocalLoss(backend="torch") + L.DiceLoss(backend="torch")
+    expected = R.focal(z, t, ignore=ignore, weight=w) + R.dice(z, t, ignore=ignore)
+    torch.testing.assert_close(criterion(z, t, ignore=ignore, weight=w), expected, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="weight must be None .* no pointwise term to weight"):
+        (L.DiceLoss() + 0.1 * L.DistanceLoss())(z, t, weight=w)
+
+
+@pytest.mark.parametrize(
+    ("make", "reference"),
+    [
+        (lambda: L.FocalLoss() - L.DiceLoss(), lambda z, t: R.focal(z, t) - R.dice(z, t)),
+        (lambda: -L.DiceLoss(), lambda z, t: -R.dice(z, t)),
+        (lambda: L.FocalLoss() / 2, lambda z, t: R.focal(z, t) / 2),
+        (lambda: (L.FocalLoss() + L.DiceLoss()) / 4 - 0.5 * L.JaccardLoss(),
+         lambda z, t: (R.focal(z, t) + R.dice(z, t)) / 4 - 0.5 * R.jaccard(z, t)),
+        (lambda: -(L.FocalLoss() - L.DiceLoss()), lambda z, t: -(R.focal(z, t) - R.dice(z, t))),
+    ],
+    ids=["loss-loss", "neg", "div", "sum/number-loss", "neg_of_difference"],
+)
+def test_subtraction_negation_and_division(make, reference):
+    z, t, _, _ = _inputs(3)
+    z1, z2 = z.clone().requires_grad_(), z.clone().requires_grad_()
+    value, expected = make()(z1, t), reference(z2, t)
+    torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-12)
+    (value * 3).backward()
+    (expected * 3).backward()
+    torch.testing.assert_close(z1.grad, z2.grad, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda: L.FocalLoss() - 1, TypeError, "only a fastseg loss can be subtracted"),
+        (lambda: 1 - L.FocalLoss(), TypeError, "unsupported operand"),
+        (lambda: L.FocalLoss() / 0, ZeroDivisionError, "divisor must be nonzero"),
+        (lambda: L.FocalLoss() / "2", TypeError, "divisor must be a real number"),
+        (lambda: 2 / L.FocalLoss(), TypeError, "unsupported operand"),
+    ],
+    ids=["minus_number", "number_minus", "div_zero", "div_str", "number_div"],
+)
+def test_arithmetic_errors(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
