@@ -105,12 +105,16 @@ LOG_CLAMP = -100.0
 
 
 def _logits(x: Tensor) -> Tensor:
-    """Probabilities to logits, ``log p - log(1-p)`` with both logs clamped at -100."""
+    """Probabilities to logits, ``log p - log(1-p)`` with both logs clamped at -100 as
+    ``torch.nn.BCELoss`` clamps them (``log 0 = -100``; a positive value below the smallest normal
+    float is read as that float, keeping the gradient finite)."""
     x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     tiny = torch.finfo(x.dtype).tiny
-    log_p = torch.log(x.clamp_min(tiny)).clamp_min(LOG_CLAMP)
-    log_q = torch.log((1 - x).clamp_min(tiny)).clamp_min(LOG_CLAMP)
-    return log_p - log_q
+
+    def clamped_log(y):
+        return torch.where(y > 0, torch.log(y.clamp_min(tiny)), LOG_CLAMP).clamp_min(LOG_CLAMP)
+
+    return clamped_log(x) - clamped_log(1 - x)
 
 
 def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, weight, backend, deterministic,

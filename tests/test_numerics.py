@@ -97,3 +97,15 @@ def test_margins_beyond_float32_exp_range(m, backend):
     got, got_grad = _value_and_grad(FS.asymmetric_margin, z, t, m=m, backend=backend)
     assert got == pytest.approx(want, rel=1e-6)
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fn", [R.bce, FS.bce], ids=["reference", "fused"])
+def test_saturated_probabilities_give_bce_loss_value(fn, dtype):
+    """``from_logits=False`` with p exactly 0 or 1: logs clamped at -100 as ``torch.nn.BCELoss``
+    does, in every dtype (float32 once clamped at its smallest normal float, -87.3)."""
+    p = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.3, 1e-30, 1 - 1e-7], dtype=dtype).reshape(1, 1, 7)
+    t = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0], dtype=dtype).reshape(1, 1, 7)
+    want = torch.nn.functional.binary_cross_entropy(p, t)
+    got = fn(p, t, from_logits=False)
+    torch.testing.assert_close(got.to(dtype), want, rtol=1e-6, atol=0)

@@ -35,8 +35,15 @@ def log_probs(x: Tensor, from_logits: bool) -> tuple[Tensor, Tensor, Tensor]:
     x = as_compute(x)
     if from_logits:
         return torch.sigmoid(x), F.logsigmoid(x), F.logsigmoid(-x)
+    return x, _clamped_log(x), _clamped_log(1 - x)
+
+
+def _clamped_log(x: Tensor) -> Tensor:
+    """``log x`` clamped at -100 as ``torch.nn.BCELoss`` does, so ``log 0 = -100`` in every dtype;
+    a positive ``x`` below the smallest normal float is read as that float (float32: -87.3), which
+    keeps the gradient finite."""
     tiny = torch.finfo(x.dtype).tiny
-    return x, torch.log(x.clamp_min(tiny)).clamp_min(LOG_CLAMP), torch.log((1 - x).clamp_min(tiny)).clamp_min(LOG_CLAMP)
+    return torch.where(x > 0, torch.log(x.clamp_min(tiny)), LOG_CLAMP).clamp_min(LOG_CLAMP)
 
 
 def logits_of(x: Tensor, from_logits: bool) -> Tensor:
