@@ -215,27 +215,20 @@ class _Chunk:
         return torch.clamp(self.z, min=0.0).add_(self.l1)
 
     @cached_property
-    def zm(self) -> Tensor:  # z - m
-        return self.z - self.val.m
+    def m_minus_z(self) -> Tensor:
+        return self.val.m - self.z
 
     @cached_property
-    def pm(self) -> Tensor:  # sigmoid(z - m)
-        if self.params.m == 0:
-            return self.p
-        return torch.sigmoid(self.zm)
-
-    @cached_property
-    def qm(self) -> Tensor:  # 1 - sigmoid(z - m), accurate where it is small
+    def qm(self) -> Tensor:  # 1 - sigmoid(z - m) = sigmoid(m - z), accurate where it is small
         if self.params.m == 0:
             return self.q
-        return torch.sigmoid(torch.neg(self.zm))
+        return torch.sigmoid(self.m_minus_z)
 
     @cached_property
-    def spnm(self) -> Tensor:  # -log sigmoid(z - m) = log1p(exp(-|z - m|)) - min(z - m, 0)
+    def spnm(self) -> Tensor:  # -log sigmoid(z - m) = softplus(m - z) (log1p(exp(.)) below 20)
         if self.params.m == 0:
             return self.spn
-        l1m = torch.minimum(self.pm, self.qm).div_(torch.maximum(self.pm, self.qm)).log1p_()
-        return l1m.sub_(torch.clamp(self.zm, max=0.0))
+        return torch.nn.functional.softplus(self.m_minus_z)
 
     @cached_property
     def focal_fg(self) -> Tensor | None:  # (1-p)^g_fg
@@ -461,9 +454,10 @@ def _confusion_factor(c: _Chunk, coef: dict) -> Tensor | None:
     """The factor of ``p(1-p)`` in the derivatives of TP, SUM_P, FP, FN and TN.
 
     On a valid pixel it is ``t a_t + (1-t) a_nt`` with ``a_t = c_TP + c_P - c_FN`` and
-    ``a_nt = c_FP + c_P - c_TN`` (``t`` and ``1-t`` are 0 where ignored), evaluated as written: as
-    ``a_nt + t (a_t - a_nt)`` a crack pixel would lose the digits of ``a_t`` to a large ``a_nt``
-    (seed 003's ``dL/dFP`` is large when FP is small). ``None`` when none of the five is summed.
+    ``a_nt = c_FP + c_P - c_TN``: ``torch.lerp(a_nt, a_t, t)``, one pass, which evaluates
+    ``a_t - (a_t - a_nt)(1 - t)`` for ``t >= 0.5`` and so gives ``a_t`` exactly on a crack pixel (as
+    ``a_nt + t (a_t - a_nt)`` it would lose the digits of ``a_t`` to a large ``a_nt``: seed 003's
+    ``dL/dFP`` is large when FP is small). ``None`` when none of the five is summed.
     """
     def combine(plus, minus):
         terms = [coef[k] for k in plus if k in coef] + [-coef[k] for k in minus if k in coef]
@@ -473,7 +467,9 @@ def _confusion_factor(c: _Chunk, coef: dict) -> Tensor | None:
     a_nt = combine((Q.FP, Q.SUM_P), (Q.TN,))
     if a_nt is None:
         return None if a_t is None else c.t * a_t
-    return c.nt * a_nt if a_t is None else torch.addcmul(c.nt * a_nt, c.t, a_t)
+    if a_t is None:
+        return c.nt * a_nt
+    return _mul(torch.lerp(a_nt, a_t, c.t), c.v)
 
 
 def _dibe_grad(c: _Chunk, fg: bool) -> Tensor:
