@@ -8,8 +8,9 @@ a broadcast map, tracing fails. ``trace_triton_ops.py`` runs that tracing on CPU
 subprocess (real kernels, no interpreter, Triton's driver replaced by one naming sm_90, graphs
 captured and never run) over the kernel variants: bool/uint8/soft targets, ignore masks,
 weights, atomics, ``reduction="none"``, distance maps given and computed, several tiles per image,
-fp16 and fp64 logits, and one fused pass of a sum that reads 16 of the 17 quantities (the
-17th, ``d (p-t)^2``, is hausdorff_dt's).
+fp16 and fp64 logits, and one fused pass of a sum that reads 16 of the 19 quantities (not
+``d (p-t)^2``, hausdorff_dt's, ``(1-p)(1-t)``, Unified Focal's, nor ``p``, which no loss sums since
+Dice reads FP and FN).
 The expectation is the kernels' design, written in their docstrings: the forward kernel writes
 only its partial sums, the reduction only the sums, the backward kernel only the gradient.
 """

@@ -97,7 +97,7 @@ CASES = {
     "focal, reduction='none'": lambda z: FS.focal(z, T, reduction="none", backend="triton").sum(),
     "distance_loss, map given": lambda z: FS.distance_loss(z, T, distance=D, backend="triton"),
     "hausdorff_dt, maps computed": lambda z: FS.hausdorff_dt(z, T, backend="triton"),
-    "a sum reading 16 of the 17 quantities, fp16 logits": lambda z: EVERY(z.half(), T),
+    "a sum reading 16 of the 19 quantities, fp16 logits": lambda z: EVERY(z.half(), T),
     "unified_focal, fp64 logits": lambda z: FS.unified_focal(z.double(), T, backend="triton"),
 }
 
