@@ -62,7 +62,7 @@ for stage in "${STAGES[@]}"; do
         distance-tests) run_stage distance-tests "${PYTEST[@]}" \
                    tests/test_edt_triton.py tests/test_edt.py tests/test_functional_distance.py ;;
         tests) run_stage tests "${PYTEST[@]}" \
-                   tests/test_kernels.py tests/test_functional_triton.py tests/test_functional.py tests/test_compile.py \
+                   tests/test_kernels.py tests/test_functional_triton.py tests/test_numerics.py tests/test_functional.py tests/test_compile.py \
                    tests/test_triton_trace.py ;;
         edt) run_stage edt python3 -m fastseg bench --edt --repeat 10 --warmup 2 --json "$OUT/edt.json" ;;
         bench-short) run_stage bench-short python3 -m fastseg bench --no-progress --batch 16 --size 2048 --repeat 10 \
