@@ -110,10 +110,27 @@ class _Arithmetic:
         return self + (-other)
 
 
-class FusedLoss(_Arithmetic, nn.Module):
+class _RebuiltOnLoad:
+    """Pickling (``torch.save``, ``deepcopy``): the attribute ``_derived`` names holds plans whose
+    epilogues are closures, which pickle refuses; it is dropped and rebuilt by ``_derive()``."""
+
+    _derived: ClassVar[str]
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop(self._derived, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        setattr(self, self._derived, self._derive())
+
+
+class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
     """Base class: ``loss_name`` names the functional loss a subclass wraps."""
 
     loss_name: ClassVar[str]
+    _derived = "_plan"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -150,7 +167,7 @@ class FusedLoss(_Arithmetic, nn.Module):
         if unknown:
             raise TypeError(f"{cls}() got unexpected keyword argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(allowed))}")
         self.params = {n: kwargs.get(n, p.default) for n, p in own.items()}
-        self._plan = self._build_plan()  # validates the loss parameters
+        self._plan = self._derive()  # validates the loss parameters
 
         self.from_logits = kwargs.get("from_logits", True)
         if not isinstance(self.from_logits, bool):
@@ -167,18 +184,8 @@ class FusedLoss(_Arithmetic, nn.Module):
         if not isinstance(self.deterministic, bool):
             raise TypeError(f"deterministic must be a bool; got {type(self.deterministic).__name__}")
 
-    def _build_plan(self):
+    def _derive(self):
         return getattr(F, f"{self.loss_name}_plan")(**self.params)
-
-    # The plan's epilogue is a closure, which pickle refuses: drop it, rebuild it from the parameters.
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state.pop("_plan", None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        self._plan = self._build_plan()
 
     @property
     def reads_weight(self) -> bool:
@@ -373,7 +380,7 @@ class _Pass:
         self.process_group = loss.process_group
 
 
-class CombinedLoss(_Arithmetic, nn.Module):
+class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
     """A weighted sum ``sum_i w_i L_i`` of fastseg losses, in as few fused passes as the terms allow.
 
     Built from ``(weight, loss)`` pairs (a bare loss has weight 1), or by arithmetic on the loss
@@ -402,6 +409,8 @@ class CombinedLoss(_Arithmetic, nn.Module):
     works.
     """
 
+    _derived = "_passes"
+
     def __init__(self, terms):
         super().__init__()
         weights, losses = [], []
@@ -424,19 +433,10 @@ class CombinedLoss(_Arithmetic, nn.Module):
             raise ValueError("terms must hold at least one loss")
         self.weights = tuple(weights)
         self.losses = nn.ModuleList(losses)
-        self._passes = self._plan_passes()
+        self._passes = self._derive()
 
-    # The passes' plans hold closures, which pickle refuses: rebuilt from the terms when loaded.
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state.pop("_passes", None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        self._passes = self._plan_passes()
-
-    def _plan_passes(self) -> list[_Pass]:
+    def _derive(self) -> list[_Pass]:
+        """The fused passes: terms that can share one are grouped."""
         by_settings: dict[tuple, list[tuple[int, combine.Term]]] = {}
         for i, (w, loss) in enumerate(zip(self.weights, self.losses)):
             is_global = loss.scope == combine.GLOBAL
