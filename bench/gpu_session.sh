@@ -8,7 +8,7 @@
 # needs from a GPU:
 #   distance-tests (150 s)  the EDT against SciPy and the distance losses vs the reference, on CUDA
 #   edt (120 s)             fastseg bench --edt at 16x1x2048x2048 (SciPy, ~14 s a call, gets 1 warm-up + 3 rounds)
-#   tests (170 s)           the other CUDA tests: fused vs reference, CUDA-graph capture, torch.compile
+#   tests (170 s)           the other CUDA tests: fused vs reference, float32 accuracy, CUDA-graph capture, torch.compile
 #                           through the Triton ops, the > 2^31-element case
 #   bench-short (130 s)     hybrid_focal_margin, distance_loss, hausdorff_dt at 16x1x2048x2048 against
 #                           the reference and torch.compile(reference) (MONAI's Hausdorff loss runs SciPy
