@@ -233,7 +233,6 @@ def test_help_lists_the_subcommands(capsys):
     assert "bench" in text and "validate" in text and "kernels" in text
 
 
-
 def test_version(capsys):
     expected = f"fastseg {importlib.metadata.version('fastseg')}"  # the installed distribution's version
     with pytest.raises(SystemExit) as exc:
