@@ -57,10 +57,7 @@ POINTWISE = frozenset({Q.FG_CE, Q.BG_CE, Q.EL_FG, Q.EL_BG, Q.DIBE_FG, Q.DIBE_BG,
 def _catalog() -> tuple[tuple[str, tuple[int, ...], TermParams], ...]:
     """Every loss of the catalog as the launchers see it: its plan's quantities and parameters."""
     from fastseg import functional as F
-
-    def union(*plans):  # a fastseg.losses.CombinedLoss pass: the union of its terms' quantities
-        return F.P.Plan(tuple(dict.fromkeys(k for plan in plans for k in plan.quantities)), plans[0].params,
-                        plans[0].epilogue)
+    from fastseg import losses as L
 
     plans = {
         # pointwise (weighted, balanced and adaptive WCE weight the same two sums in the epilogue)
@@ -91,7 +88,7 @@ def _catalog() -> tuple[tuple[str, tuple[int, ...], TermParams], ...]:
         "distance_loss": F.distance_loss_plan(),
         "hausdorff_dt": F.hausdorff_dt_plan(),
         # sums of losses (fastseg.losses.CombinedLoss): one pass sums the union of their quantities
-        "combined_focal_dice_distance": union(F.focal_plan(), F.dice_plan(), F.distance_loss_plan()),
+        "combined_focal_dice_distance": (L.FocalLoss() + L.DiceLoss() + L.DistanceLoss())._passes[0].plan,
     }
     every = TermParams(g_fg=2.0, m=0.5, g_bg=2.0, gce=0.3, dibe_g=2.0, dibe_alpha=0.3, dibe_beta=0.7)
     return tuple((name, plan.quantities, plan.params) for name, plan in plans.items()) + (
