@@ -186,6 +186,16 @@ def _as_input_shape(tensor: Tensor, input: Tensor, name: str) -> Tensor:
     )
 
 
+def check_no_weight(weight, loss: str = "a region loss") -> None:
+    """``ValueError`` unless ``weight`` is None: per-pixel weights scale pointwise (cross-entropy)
+    terms only, and a loss without one must not take a weight it would silently leave unused."""
+    if weight is not None:
+        raise ValueError(
+            f"weight must be None for {loss}: it has no pointwise term to weight "
+            "(per-pixel weights scale cross-entropy terms, never confusion sums)"
+        )
+
+
 def check_loss_inputs(
     input,
     target,

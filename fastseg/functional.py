@@ -44,6 +44,7 @@ from ._checks import (
     REDUCTIONS,
     check_choice,
     check_loss_inputs,
+    check_no_weight,
     check_number,
     check_probability,
     check_scope_reduction,
@@ -487,6 +488,8 @@ def _pointwise(name, plan, input, target, from_logits, scope, reduction, ignore,
 
 def _grouped(name, plan, input, target, from_logits, scope, reduction, ignore, weight, backend, deterministic):
     check_scope_and_reduction(name, scope, reduction)
+    if not plan.reads_weight:
+        check_no_weight(weight, name)
     return run_plan(plan, input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore,
                     weight=weight, backend=backend, deterministic=deterministic)
 
@@ -591,8 +594,8 @@ def dibe_dis(input, target, *, lam=0.75, gamma=2.0, alpha=0.3, beta=None, from_l
 
 
 # --------------------------------------------------------------------------------------------
-# region losses: per group (scope), reduced over groups holding a valid pixel. ``weight`` is
-# validated but unused: region terms never take per-pixel weights.
+# region losses: per group (scope), reduced over groups holding a valid pixel. A ``weight``
+# raises ValueError: region terms never take per-pixel weights.
 # --------------------------------------------------------------------------------------------
 
 
@@ -774,13 +777,14 @@ def hybrid_focal_margin_distance_plan(*, m=0.5, gamma_f=2.0, gamma=0.75, delta=0
 
 
 def distance_loss(input, target, *, alpha=4.0, eps=1.0, eps_dist=1e-6, distance=None, from_logits=True, scope="image",
-                  reduction="mean", ignore=None, backend="auto", deterministic=True) -> Tensor:
+                  reduction="mean", ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
     """Distance-based loss ``L_Dice (1 + L_Dist (alpha - 1))`` per group (seed 003 eq 1-3, eq 2 read
     as the Dice loss), ``L_Dist = sum(ND p (1-t)) / (sum p (1-t) + eps_dist)``. One fused pass sums
     ``p t, p, t, 1, ND p (1-t)`` per image; backward reads ND once. ND = EDT to the nearest crack
     over its per-image max (1 on crack-free images); ``distance``: precomputed
-    ``edt(t > 0.5, to="foreground")`` (raw). No per-pixel ``weight`` (as the reference)."""
+    ``edt(t > 0.5, to="foreground")`` (raw). ``weight`` must be None (as the reference)."""
     check_scope_and_reduction("distance_loss", scope, reduction)
+    check_no_weight(weight, "distance_loss")
     return run_plan(distance_loss_plan(alpha=alpha, eps=eps, eps_dist=eps_dist), input, target, from_logits=from_logits,
                     scope=scope, reduction=reduction, ignore=ignore, backend=backend, deterministic=deterministic,
                     distance=distance)

@@ -30,7 +30,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from . import functional as F
-from ._checks import check_choice, check_number
+from ._checks import check_choice, check_no_weight, check_number
 from .engine import combine
 from .engine.function import BACKENDS
 
@@ -198,8 +198,8 @@ class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
         """``distance``: distance losses only, the target's precomputed map (see the functional form)."""
         if distance is not None and self._plan.maps is None:
             raise TypeError(f"{type(self).__name__} reads no distance map; distance must be None")
-        if weight is not None and not self.reads_weight:
-            raise ValueError(f"weight must be None for {type(self).__name__}: the loss has no pointwise term to weight")
+        if not self.reads_weight:
+            check_no_weight(weight, type(self).__name__)
         return F.run_plan(
             self._plan,
             input,
@@ -465,9 +465,8 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
             if len(readers) > 1:
                 raise ValueError(f"distance is ambiguous: terms {readers} each read their own distance map; pass "
                                  f"distance=None (each computes its map) or call those losses separately")
-        if weight is not None and not any(loss.reads_weight for loss in self.losses):
-            raise ValueError("weight must be None for this CombinedLoss: the loss has no pointwise term to weight "
-                             "(none of its terms reads a weight)")
+        if not any(loss.reads_weight for loss in self.losses):
+            check_no_weight(weight, "this CombinedLoss (none of its terms)")
         total = None
         for p in self._passes:
             value = F.run_plan(p.plan, input, target, from_logits=p.from_logits, scope=p.scope, reduction="mean",

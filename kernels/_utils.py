@@ -6,6 +6,8 @@ CUDA-graph capturable and traceable by ``torch.library.triton_op``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 from pathlib import Path
 
@@ -28,6 +30,30 @@ TRITON_TYPE = {
     torch.int32: "i32",
     torch.int64: "i64",
 }
+
+
+def on_device_of(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """The context in which a kernel reading ``x`` must be launched: ``x``'s CUDA device made current.
+
+    Triton launches on the *current* device and stream, not on the device of the tensors it is
+    given, so a batch on ``cuda:1`` while ``cuda:0`` is current (a model moved with
+    ``.to("cuda:1")``, a DDP rank that never called ``set_device``) would be read by a kernel on
+    the wrong GPU. A no-op (no device switch) for CPU tensors and tensors on the current device.
+    """
+    if x.is_cuda and x.device.index is not None and x.device.index != torch.cuda.current_device():
+        return torch.cuda.device(x.device)
+    return contextlib.nullcontext()
+
+
+def launched_on_input_device(launcher):
+    """Decorate a launcher whose first argument is a tensor: its kernels run on that tensor's device."""
+
+    @functools.wraps(launcher)
+    def on_input_device(x, *args, **kwargs):
+        with on_device_of(x):
+            return launcher(x, *args, **kwargs)
+
+    return on_input_device
 
 
 def next_power_of_2(n: int) -> int:

@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import next_power_of_2
+from ._utils import launched_on_input_device, next_power_of_2
 
 BIG: tl.constexpr = tl.constexpr(1.0e30)  # "no target on this line yet"; squared distances never come near it
 NO_INDEX: tl.constexpr = tl.constexpr(2**31 - 1)  # "no target to the right"
@@ -231,6 +231,7 @@ ENVELOPE_LINES = 32
 warp vote (no shared memory, no barrier), and the most programs to spread over the machine."""
 
 
+@launched_on_input_device
 def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
     """Squared EDT of every image of ``target`` (``[N, *spatial]``, nonzero = target set).
 

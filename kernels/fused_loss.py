@@ -53,7 +53,15 @@ import triton.language as tl
 from fastseg.engine.kernel_params import NUM_PARAMS, KernelParams, kernel_forms
 from fastseg.engine.spec import NUM_QUANTITIES, WEIGHTED, Quantity, TermParams
 
-from ._utils import FLOAT_DTYPES, accumulation_dtype, as_kernel_operand, block_and_warps, group_strides, smallest_normal
+from ._utils import (
+    FLOAT_DTYPES,
+    accumulation_dtype,
+    as_kernel_operand,
+    block_and_warps,
+    group_strides,
+    launched_on_input_device,
+    smallest_normal,
+)
 
 # --------------------------------------------------------------------------------------------
 # Per-pixel helpers
@@ -712,6 +720,7 @@ def _launch(kernel, launch_wrapper: Callable | None):
     return kernel if launch_wrapper is None else launch_wrapper(kernel)
 
 
+@launched_on_input_device
 def fused_loss_forward(
     z: torch.Tensor,
     t: torch.Tensor,
@@ -791,6 +800,7 @@ def fused_loss_forward(
     return sums
 
 
+@launched_on_input_device
 def fused_loss_backward(
     z: torch.Tensor,
     t: torch.Tensor,

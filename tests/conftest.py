@@ -45,6 +45,7 @@ if os.environ.get("FASTSEG_TEST_TRITON_OPS") == "1":
     register_triton_ops()
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+requires_two_gpus = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 requires_interpreter = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") != "1",
     reason="Triton kernels on CPU tensors need TRITON_INTERPRET=1 (set above when there is no CUDA)",

@@ -138,7 +138,7 @@ def test_backend_triton_goes_through_the_op_pair_of_this_machine():
 
 
 # ------------------------------------------------------------------ CUDA only: graphs and compile
-from conftest import requires_cuda  # noqa: E402
+from conftest import requires_cuda, requires_two_gpus  # noqa: E402
 
 
 def _captured_step(loss_fn, x):
@@ -235,3 +235,21 @@ def test_cuda_compiled_margin_schedule_under_cuda_graphs_follows_the_reference(b
         ref.backward()
         torch.testing.assert_close(loss.detach().double(), ref.detach(), rtol=2e-5, atol=1e-7)
         torch.testing.assert_close(x.grad.double(), xr.grad, rtol=0, atol=2e-4 * xr.grad.abs().max().item())
+
+
+@requires_two_gpus
+@pytest.mark.parametrize("name", ["hybrid_focal_margin", "dice", "hausdorff_dt"])
+def test_tensors_on_a_gpu_that_is_not_current(name):
+    """Triton launches on the current device: a batch on cuda:1 while cuda:0 is current must still
+    be read by kernels on cuda:1 (the fused pass, its backward and the EDT of hausdorff_dt)."""
+    z, t = _inputs((2, 1, 40, 56), "hard", seed=17)
+    torch.cuda.set_device(0)
+    x = z.float().to("cuda:1").requires_grad_()
+    loss = getattr(FS, name)(x, t.to("cuda:1"))
+    loss.backward()
+    assert loss.device == x.grad.device == torch.device("cuda:1")
+    xr = z.detach().cpu().requires_grad_()
+    ref = getattr(R, name)(xr, t.cpu())
+    ref.backward()
+    torch.testing.assert_close(loss.double().cpu(), ref.detach(), rtol=2e-5, atol=1e-7)
+    torch.testing.assert_close(x.grad.double().cpu(), xr.grad, rtol=0, atol=2e-4 * xr.grad.abs().max().item())

@@ -188,6 +188,17 @@ def test_weight_is_read_or_refused(cls):
     assert module.reads_weight
 
 
+@pytest.mark.parametrize("name", FS.REGION)
+def test_region_functions_refuse_a_weight(name):
+    """The functional form and the reference refuse a weight map the region loss would leave
+    unused, as the module does."""
+    z, t, ignore, w = _inputs(3)
+    for fn in (getattr(FS, name), getattr(R, name)):
+        with pytest.raises(ValueError, match=f"weight must be None for .*{name if fn is getattr(FS, name) else ''}"):
+            fn(z, t, ignore=ignore, weight=w)
+        fn(z, t, ignore=ignore, weight=None)  # the same call without the weight is valid
+
+
 def test_combined_weight_goes_to_the_terms_that_read_it():
     z, t, ignore, w = _inputs(2)
     criterion = L.FocalLoss(backend="torch") + L.DiceLoss(backend="torch")

@@ -172,8 +172,8 @@ def test_matches_numpy(name, variant, kind, scope):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_probabilities_input_and_weight_ignored(name):
-    """from_logits=False takes p directly; a weight map changes nothing in a region term."""
+def test_probabilities_input_and_weight_refused(name):
+    """from_logits=False takes p directly; a weight map, which a region term cannot use, raises."""
     z, target, ignore, valid, t_np = make_case("soft+mask", seed=3)
     p = torch.sigmoid(z)
     np_fn, _ = CASES[name]
@@ -182,7 +182,8 @@ def test_probabilities_input_and_weight_ignored(name):
     got = fn(p, target, from_logits=False, ignore=ignore)
     np.testing.assert_allclose(got.item(), want, rtol=1e-10)
     w = torch.rand(z.shape, dtype=torch.float64) * 3
-    np.testing.assert_allclose(fn(z, target, ignore=ignore, weight=w).item(), want, rtol=1e-10)
+    with pytest.raises(ValueError, match="weight must be None"):
+        fn(z, target, ignore=ignore, weight=w)
 
 
 def test_target_without_channel_dim():

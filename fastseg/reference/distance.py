@@ -26,6 +26,7 @@ from .._checks import (
     _as_input_shape,
     check_choice,
     check_loss_inputs,
+    check_no_weight,
     check_number,
     check_probability,
     check_scope_reduction,
@@ -135,6 +136,7 @@ def distance_loss(
     scope: str = "image",
     reduction: str = "mean",
     ignore=None,
+    weight=None,
 ) -> Tensor:
     """Distance-based loss of Özcan and Schmiedecke (seed 003, eq 1-3).
 
@@ -169,7 +171,9 @@ def distance_loss(
         reduction: ``"mean"``/``"sum"`` over groups, or ``"none"`` (``[B, C]`` or ``[C]``); groups
             without a valid pixel (fully ignored) are left out of the mean, as in the region losses.
         ignore: mask (nonzero = ignored) or ignore_index value in ``target``.
+        weight: must be None (a region loss: no pointwise term to weight).
     """
+    check_no_weight(weight, "distance_loss")
     checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore)
     check_scope_reduction(scope, reduction)
     alpha = check_number("alpha", alpha, low=0.0)

@@ -11,8 +11,8 @@ Conventions shared by every function here:
 - ``reduction``: ``"mean"`` averages the per-group losses, ``"sum"`` adds them, ``"none"``
   returns them (``[B, C]`` or ``[C]``). A group with no valid pixel (an image fully covered by
   ``ignore``) is set to 0 and left out of the mean; with no valid group at all the mean is 0.
-- ``ignore``: ignored pixels leave every sum. ``weight`` is validated but **not used**: per-pixel
-  weights scale pointwise terms only, never confusion sums.
+- ``ignore``: ignored pixels leave every sum. Per-pixel weights scale pointwise terms only, never
+  confusion sums: a ``weight`` given to a region loss raises ``ValueError`` (never silently unused).
 - Smoothing ``eps`` (> 0) sits in numerator and denominator of each ratio; eps = 1 (seed 001
   eq 5) unless stated. With eps = 1 a crack-free image still penalises false positives: its Dice
   loss is ``1 - 1/(sum p + 1)``, never NaN.
@@ -29,6 +29,7 @@ from torch import Tensor
 from .._checks import (
     CheckedInputs,
     check_loss_inputs,
+    check_no_weight,
     check_number,
     check_probability,
     check_scope_reduction,
@@ -76,6 +77,7 @@ def prepare(
     input, target, *, from_logits: bool, scope: str, reduction: str, ignore, weight, allow_none: bool = True
 ) -> tuple[CheckedInputs, Tensor]:
     """Validate a region-loss call; return the checked inputs and ``p``."""
+    check_no_weight(weight)
     check_scope_reduction(scope, reduction, allow_none=allow_none)
     checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
     p, _, _ = log_probs(checked.input, from_logits)
@@ -154,7 +156,7 @@ def dice(
     ``2TP + FP + FN = sum p + sum t``, so this equals MONAI's ``DiceLoss(sigmoid=True,
     smooth_nr=eps, smooth_dr=eps, batch=(scope == "batch"))``. eps > 0, default 1 (seed 001: "generally
     assigned to 1"). A crack-free image gives ``1 - 1/(sum p + 1)``: false positives are still
-    penalised (segmentation_models_pytorch zeroes such images). ``weight`` is ignored (region
+    penalised (segmentation_models_pytorch zeroes such images). ``weight`` must be None (region
     term); see the module docstring for scope, reduction and ignore.
     """
     eps = check_eps(eps)
@@ -175,7 +177,7 @@ def squared_dice(
 ) -> Tensor:
     """Squared (Milletari, V-Net) Dice loss ``1 - (2 sum p t + eps)/(sum t^2 + sum p^2 + eps)`` (seed 000 eq 5).
 
-    eps > 0, default 1. ``weight`` is ignored (region term).
+    eps > 0, default 1. ``weight`` must be None (region term).
     """
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
@@ -200,7 +202,7 @@ def jaccard(
     """Jaccard (soft IoU) loss ``1 - (TP + eps)/(sum t + sum p - TP + eps)`` (seed 002 eq 9-10).
 
     Seed 002 calls eps a "Laplace smoothing item" and gives no value: eps > 0, default 1 as for
-    Dice. ``weight`` is ignored (region term).
+    Dice. ``weight`` must be None (region term).
     """
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
@@ -228,7 +230,7 @@ def tversky(
     Unified Focal: ``delta`` in [0, 1] weights FN and ``1 - delta`` FP (``delta = 0.7`` is the
     default pair again); give either ``delta`` or ``alpha``/``beta``. ``alpha = beta = 0.5`` is
     the Dice loss with smoothing ``2 eps`` (seed 001: "degenerates exactly into Dice", which holds
-    for the unsmoothed ratio). eps > 0, default 1. ``weight`` is ignored (region term).
+    for the unsmoothed ratio). eps > 0, default 1. ``weight`` must be None (region term).
     """
     alpha, beta = tversky_weights(alpha, beta, delta)
     eps = check_eps(eps)
@@ -261,7 +263,7 @@ def focal_tversky(
 
     For ``gamma < 1`` the gradient of ``x^gamma`` is infinite at ``x = 1 - TI = 0``: below 1e-6 the
     power continues linearly (:func:`power_near_zero`), so a perfect prediction gives 0 and a
-    finite gradient. ``weight`` is ignored (region term).
+    finite gradient. ``weight`` must be None (region term).
     """
     gamma = check_number("gamma", gamma, low=0.0)
     alpha, beta = tversky_weights(alpha, beta, delta)
@@ -295,7 +297,7 @@ def dibe_reg(
     For gamma > 1 the gradient ``-(1/(gamma Tv)) (-log Tv)^(1/gamma - 1)`` (seed 001 eq 23) grows
     without bound as Tv -> 1 (Appendix A). Here ``-log Tv`` is clamped away from 0 inside the
     power: exact for ``-log Tv >= 1e-6``, linear below (:func:`power_near_zero`), so a perfect
-    prediction gives 0 with a finite gradient, never NaN or inf. ``weight`` is ignored.
+    prediction gives 0 with a finite gradient, never NaN or inf. ``weight`` must be None.
     """
     gamma = check_number("gamma", gamma, low=0.0, low_open=True)
     if beta is None:
@@ -324,7 +326,7 @@ def log_cosh_dice(
     """Log-Cosh Dice loss ``log(cosh(L_Dice))`` per group (seed 004 O, Jadon 2020).
 
     ``L_Dice`` is :func:`dice` (eps > 0, default 1); the log-cosh is applied per group, then
-    the groups are reduced. ``weight`` is ignored (region term).
+    the groups are reduced. ``weight`` must be None (region term).
     """
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
@@ -350,7 +352,7 @@ def sensitivity_specificity(
 
     ``w`` in [0, 1], default 0.05. Brosch's formula has no smoothing; ``eps`` (> 0, default
     1e-6) only keeps a class without pixels (a crack-free image) at 0/eps = 0 instead of 0/0.
-    ``sum(1-t)`` runs over valid pixels only. ``weight`` is ignored (region term).
+    ``sum(1-t)`` runs over valid pixels only. ``weight`` must be None (region term).
     """
     w = check_probability("w", w)
     eps = check_eps(eps)
