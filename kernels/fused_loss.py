@@ -221,16 +221,23 @@ def _q_dibe_bg(p, q, nlq, t, g, b, G_FORM: tl.constexpr, B1_FORM: tl.constexpr):
 
 
 @triton.jit
+def _p_minus_t(p, q, t):
+    """``p - t``, as ``(1 - t) - q`` where ``t > 1/2``: on a crack pixel ``p - 1`` would cancel (0
+    from z = 17 on in float32), ``-q`` keeps every digit."""
+    return tl.where(t > 0.5, (1.0 - t) - q, p - t)
+
+
+@triton.jit
 def _q_ss_fg(p, q, t):
     """SS_FG: ``(t-p)^2 t``; derivative ``2 (p-t) t p q``."""
-    diff = p - t
+    diff = _p_minus_t(p, q, t)
     return diff * diff * t, 2.0 * diff * t * p * q
 
 
 @triton.jit
 def _q_ss_bg(p, q, t):
     """SS_BG: ``(t-p)^2 (1-t)``; derivative ``2 (p-t) (1-t) p q``."""
-    diff = p - t
+    diff = _p_minus_t(p, q, t)
     return diff * diff * (1.0 - t), 2.0 * diff * (1.0 - t) * p * q
 
 
@@ -263,7 +270,7 @@ def _q_tn(p, q, t):
 @triton.jit
 def _q_d_sqerr(p, q, t, d):
     """D_SQERR: ``d (p-t)^2``; derivative ``2 d (p-t) p q``."""
-    diff = p - t
+    diff = _p_minus_t(p, q, t)
     return d * diff * diff, 2.0 * d * diff * p * q
 
 

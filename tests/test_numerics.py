@@ -112,3 +112,19 @@ def test_saturated_probabilities_give_bce_loss_value(fn, dtype):
     want = torch.nn.functional.binary_cross_entropy(p, t)
     got = fn(p, t, from_logits=False)
     torch.testing.assert_close(got.to(dtype), want, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["inductor"])
+@pytest.mark.parametrize("name", ["sensitivity_specificity", "hausdorff_dt"])
+def test_squared_error_of_confident_crack_pixels(name, backend):
+    """``p - t`` on a crack pixel is ``-(1 - p)``: as ``sigmoid(z) - 1`` in float32 it rounds to a
+    multiple of 2^-24 (or to 0 from z = 17 on), so ``(p - t)^2`` and its gradient lost every digit on
+    confidently found cracks; taken as ``(1 - t) - q`` it keeps them."""
+    z = torch.tensor([[6.0, 9.0, 12.0, 16.0, 20.0, 14.0, -3.0, 0.5, -9.0, 2.0]]).reshape(1, 1, 2, 5)
+    t = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]]).reshape(1, 1, 2, 5)
+    want, want_grad = _value_and_grad(getattr(R, name), z.double(), t)
+    got, got_grad = _value_and_grad(getattr(FS, name), z, t, backend=backend)
+    assert got == pytest.approx(want, rel=1e-5)
+    crack = t.reshape(-1) > 0.5
+    assert (got_grad.reshape(-1)[crack] < 0).all()
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=0)

@@ -243,8 +243,8 @@ class _Chunk:
         return self.z >= 0
 
     @cached_property
-    def p_minus_t(self) -> Tensor:
-        return self.p - self.t
+    def p_minus_t(self) -> Tensor:  # as (1 - t) - q where t > 1/2: p - 1 would cancel on crack pixels
+        return torch.where(self.t > 0.5, torch.rsub(self.t, 1.0).sub_(self.q), self.p - self.t)
 
     # per-pixel quantities (before the valid / weight factors) -----------------------------
     def fg_ce(self) -> Tensor:  # (1-p)^g (-log sigmoid(z-m))
