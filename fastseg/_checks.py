@@ -152,6 +152,7 @@ class CheckedInputs:
     target: Tensor
     valid: Tensor | None
     weight: Tensor | None
+    from_logits: bool = True  # whether ``input`` holds logits (else probabilities)
 
 
 def compute_dtype(input: Tensor) -> torch.dtype:
@@ -291,4 +292,4 @@ def check_loss_inputs(
     if not convert_target and not (target_f.dtype in (torch.bool, torch.uint8) or target_f.is_floating_point()):
         # other integer dtypes (an ignore_index of -1 or 255 in int64, say) narrow to uint8, ignored -> 0
         target_f = (target_f if valid is None else torch.where(valid, target_f, 0)).to(torch.uint8)
-    return CheckedInputs(input=input, target=target_f, valid=valid, weight=weight)
+    return CheckedInputs(input=input, target=target_f, valid=valid, weight=weight, from_logits=from_logits)

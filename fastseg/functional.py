@@ -344,14 +344,14 @@ def sensitivity_specificity_plan(*, w=0.05, eps=1e-6) -> P.Plan:
 
 def bce_dice_plan(*, eps=1.0) -> P.Plan:
     eps = _check_eps(eps)
-    return P.compound_plan(P.ce_plan(), 1.0, lambda st: 1 - P.dice_coefficient(st, eps), 1.0)
+    return P.compound_plan(P.ce_plan(), 1.0, lambda st: P.miss_ratio(*P.dice_parts(st), eps), 1.0)
 
 
 def combo_plan(*, theta=0.5, lam=0.5, eps=1.0) -> P.Plan:
     theta = check_probability("theta", theta)
     w_fg, w_bg = _lam_pair("lam", lam)
     eps = _check_eps(eps)
-    return P.compound_plan(P.ce_plan(w_fg=w_fg, w_bg=w_bg), theta, lambda st: 1 - P.dice_coefficient(st, eps), 1 - theta)
+    return P.compound_plan(P.ce_plan(w_fg=w_fg, w_bg=w_bg), theta, lambda st: P.miss_ratio(*P.dice_parts(st), eps), 1 - theta)
 
 
 def exp_log_plan(*, theta=0.5, lam=None, gamma_ce=1.0, gamma_dc=1.0, eps=1.0) -> P.Plan:
@@ -359,7 +359,7 @@ def exp_log_plan(*, theta=0.5, lam=None, gamma_ce=1.0, gamma_dc=1.0, eps=1.0) ->
     gamma_dc = check_number("gamma_dc", gamma_dc, low=0.0, low_open=True)
     eps = _check_eps(eps)
     point = el_ce_plan(lam=lam, gamma_ce=gamma_ce)
-    region = lambda st: P.power_near_zero(P.neg_log(P.dice_coefficient(st, eps)), gamma_dc)  # noqa: E731
+    region = lambda st: P.power_near_zero(P.neg_log_index(*P.dice_parts(st), eps), gamma_dc)  # noqa: E731
     return P.compound_plan(point, theta, region, 1 - theta)
 
 
@@ -367,7 +367,7 @@ def _focal_tversky_term(gamma, alpha, beta, delta, eps):
     gamma = check_number("gamma", gamma, low=0.0)
     alpha, beta = _tversky_weights(alpha, beta, delta)
     eps = _check_eps(eps)
-    return lambda st: P.power_near_zero(1 - P.tversky_index(st, alpha, beta, eps), gamma)
+    return lambda st: P.power_near_zero(P.miss_ratio(*P.tversky_parts(st, alpha, beta), eps), gamma)
 
 
 def hybrid_focal_plan(*, lam=None, asymmetric=False, gamma_f=2.0, class_weight=None, gamma=0.75, alpha=None, beta=None,
@@ -394,10 +394,10 @@ def unified_focal_plan(*, lam=0.5, delta=0.6, gamma=0.5, asymmetric=True, eps=1e
     def region(st):
         tp1, fp1, fn1 = P.confusion(st)
         tp0 = st.group(P.Q.TN)  # the background class's TP: sum (1-p)(1-t)
-        ti1 = (tp1 + eps) / (tp1 + delta * fn1 + (1 - delta) * fp1 + eps)
-        ti0 = (tp0 + eps) / (tp0 + delta * fp1 + (1 - delta) * fn1 + eps)
-        fore = P.power_near_zero(1 - ti1, 1 - gamma)
-        back = (1 - ti0).clamp_min(0) if asymmetric else P.power_near_zero(1 - ti0, 1 - gamma)
+        miss1 = P.miss_ratio(tp1, delta * fn1 + (1 - delta) * fp1, eps)  # 1 - TI of the crack class
+        miss0 = P.miss_ratio(tp0, delta * fp1 + (1 - delta) * fn1, eps)  # and of the background
+        fore = P.power_near_zero(miss1, 1 - gamma)
+        back = miss0 if asymmetric else P.power_near_zero(miss0, 1 - gamma)
         return (back + fore) / 2
 
     return P.compound_plan(point, 1 - lam, region, lam, P.CONFUSION + (P.Q.TN,))
@@ -419,7 +419,7 @@ def dibe_plan(*, theta=0.5, lam=0.75, gamma=2.0, alpha=0.3, eps=1.0) -> P.Plan:
     point = P.dibe_dis_plan(**_dibe_dis_params(lam, gamma, alpha, 1 - alpha))
     reg = _dibe_reg_params(gamma, alpha, 1 - alpha, eps)
     region = lambda st: P.power_near_zero(  # noqa: E731
-        P.neg_log(P.tversky_index(st, reg["alpha"], reg["beta"], reg["eps"])), 1.0 / reg["gamma"]
+        P.neg_log_index(*P.tversky_parts(st, reg["alpha"], reg["beta"]), reg["eps"]), 1.0 / reg["gamma"]
     )
     return P.compound_plan(point, theta, region, 1 - theta)
 
@@ -430,7 +430,7 @@ def holistic_plan(*, a=1.0, b=1.0, q="exp", beta=1.0, gamma=None, base=10.0, smo
     base = check_number("base", base, low=1.0, low_open=True)
     params = _adaptive_params(q, beta, gamma, base, smooth)
     eps = _check_eps(eps)
-    return P.compound_plan(P.adaptive_wce_plan(**params), a, lambda st: 1 - P.jaccard_index(st, eps), b)
+    return P.compound_plan(P.adaptive_wce_plan(**params), a, lambda st: P.miss_ratio(*P.jaccard_parts(st), eps), b)
 
 
 POINTWISE = ("bce", "weighted_bce", "balanced_bce", "adaptive_wce", "focal", "asymmetric_focal", "asymmetric_margin",

@@ -81,8 +81,8 @@ def targets(shape, kind: str, gen: torch.Generator) -> torch.Tensor:
 
 
 def compare(
-    name, z, t, *, dtype=torch.float64, ref_dtype=torch.float64, rtol=1e-10, grad_rtol=1e-10, grad_out=None,
-    backend="torch", **kw,
+    name, z, t, *, dtype=torch.float64, ref_dtype=torch.float64, rtol=1e-10, grad_rtol=1e-10, grad_atol=0.0,
+    grad_out=None, backend="torch", **kw,
 ):  # fmt: skip
     """Run reference (in ref_dtype) and fused (``backend``, in dtype) on the same logits."""
     zr = z.to(ref_dtype).detach().requires_grad_()
@@ -105,7 +105,7 @@ def compare(
     gscale = zr.grad.abs().max().double().clamp_min(1e-30)
     gerr = (zf.grad.double() - zr.grad.double()).abs()
     where = int(gerr.argmax())
-    assert gerr.max() <= grad_rtol * gscale, (
+    assert gerr.max() <= grad_rtol * gscale + grad_atol, (
         f"{name}: gradient max err {gerr.max():.3e} (scale {gscale:.3e}) at flat index {where}: "
         f"fused {zf.grad.flatten()[where].item()} vs reference {zr.grad.flatten()[where].item()}"
     )
@@ -487,7 +487,10 @@ def test_hypothesis_sweep(name, B, C, H, W, scale, frac, soft, masked, batch, se
         kw["ignore"] = torch.rand(B, C, H, W, generator=gen) < 0.3
     if batch and takes_scope(name):
         kw["scope"] = "batch"
-    compare(name, z, t, rtol=1e-9, grad_rtol=1e-8, **kw)
+    # The reference differentiates sigmoid(z) as p (1 - p) of its output, 0 once p rounds to 1
+    # (z > 37 in float64) where the exact derivative is e^-z: logits of scale 30 reach that, and
+    # when every pixel does, those 1e-30s are all the gradient there is.
+    compare(name, z, t, rtol=1e-9, grad_rtol=1e-8, grad_atol=1e-20, **kw)
 
 
 def test_value_checks_can_be_turned_off_and_on_again():

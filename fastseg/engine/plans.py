@@ -133,9 +133,21 @@ def power_near_zero(x: Tensor, k: float) -> Tensor:
     return safe**exponent * (x / safe)
 
 
-def neg_log(x: Tensor) -> Tensor:
-    """``-log x`` of a ratio in (0, 1], round-off above 1 giving 0."""
-    return (-torch.log(x)).clamp_min(0)
+def miss_ratio(hits: Tensor, misses: Tensor, eps: float) -> Tensor:
+    """``1 - (hits + eps)/(hits + misses + eps)`` as ``misses/(hits + misses + eps)``: the same number
+    without the cancellation of ``1 - index`` for an index near 1 (a nearly perfect prediction, a
+    crack-free image predicted clean), in the value and in its gradient."""
+    return misses / (hits + misses + eps)
+
+
+def neg_log_index(hits: Tensor, misses: Tensor, eps: float) -> Tensor:
+    """``-log((hits + eps)/(hits + misses + eps))`` as ``log1p(misses/(hits + eps))`` (no cancellation)."""
+    return torch.log1p(misses / (hits + eps))
+
+
+def log_cosh(x: Tensor) -> Tensor:
+    """``log(cosh x)`` as ``log1p(2 sinh(x/2)^2)`` (``cosh x`` rounds to 1 for small x)."""
+    return torch.log1p(2 * torch.sinh(x / 2) ** 2)
 
 
 def class_counts(st: Stats) -> tuple[Tensor, Tensor]:
@@ -150,19 +162,22 @@ def confusion(st: Stats) -> tuple[Tensor, Tensor, Tensor]:
     return st.group(Q.TP), st.group(Q.FP), st.group(Q.FN)
 
 
-def tversky_index(st: Stats, alpha: float, beta: float, eps: float) -> Tensor:
+def tversky_parts(st: Stats, alpha: float, beta: float) -> tuple[Tensor, Tensor]:
+    """``(hits, misses)`` of the Tversky index ``(TP + eps)/(TP + alpha FP + beta FN + eps)``."""
     tp, fp, fn = confusion(st)
-    return (tp + eps) / (tp + alpha * fp + beta * fn + eps)
+    return tp, alpha * fp + beta * fn
 
 
-def dice_coefficient(st: Stats, eps: float) -> Tensor:
+def dice_parts(st: Stats) -> tuple[Tensor, Tensor]:
+    """``(hits, misses)`` of the Dice coefficient ``(2TP + eps)/(2TP + FP + FN + eps)``."""
     tp, fp, fn = confusion(st)
-    return (2 * tp + eps) / (2 * tp + fp + fn + eps)
+    return 2 * tp, fp + fn
 
 
-def jaccard_index(st: Stats, eps: float) -> Tensor:
+def jaccard_parts(st: Stats) -> tuple[Tensor, Tensor]:
+    """``(hits, misses)`` of the Jaccard index ``(TP + eps)/(TP + FP + FN + eps)``."""
     tp, fp, fn = confusion(st)
-    return (tp + eps) / (tp + fp + fn + eps)
+    return tp, fp + fn
 
 
 def adaptive_q(q: str, n_pos: Tensor, n_neg: Tensor, beta: float, gamma: float | None, a: float, smooth: float) -> Tensor:
@@ -248,7 +263,7 @@ def region_plan(per_group: Callable[[Stats], Tensor], quantities=CONFUSION) -> P
 
 
 def dice_plan(*, eps) -> Plan:
-    return region_plan(lambda st: 1 - dice_coefficient(st, eps))
+    return region_plan(lambda st: miss_ratio(*dice_parts(st), eps))
 
 
 def squared_dice_plan(*, eps) -> Plan:
@@ -259,23 +274,23 @@ def squared_dice_plan(*, eps) -> Plan:
 
 
 def jaccard_plan(*, eps) -> Plan:
-    return region_plan(lambda st: 1 - jaccard_index(st, eps))
+    return region_plan(lambda st: miss_ratio(*jaccard_parts(st), eps))
 
 
 def tversky_plan(*, alpha, beta, eps) -> Plan:
-    return region_plan(lambda st: 1 - tversky_index(st, alpha, beta, eps))
+    return region_plan(lambda st: miss_ratio(*tversky_parts(st, alpha, beta), eps))
 
 
 def focal_tversky_plan(*, gamma, alpha, beta, eps) -> Plan:
-    return region_plan(lambda st: power_near_zero(1 - tversky_index(st, alpha, beta, eps), gamma))
+    return region_plan(lambda st: power_near_zero(miss_ratio(*tversky_parts(st, alpha, beta), eps), gamma))
 
 
 def dibe_reg_plan(*, gamma, alpha, beta, eps) -> Plan:
-    return region_plan(lambda st: power_near_zero(neg_log(tversky_index(st, alpha, beta, eps)), 1.0 / gamma))
+    return region_plan(lambda st: power_near_zero(neg_log_index(*tversky_parts(st, alpha, beta), eps), 1.0 / gamma))
 
 
 def log_cosh_dice_plan(*, eps) -> Plan:
-    return region_plan(lambda st: torch.log(torch.cosh(1 - dice_coefficient(st, eps))))
+    return region_plan(lambda st: log_cosh(miss_ratio(*dice_parts(st), eps)))
 
 
 def sensitivity_specificity_plan(*, w, eps) -> Plan:
@@ -324,7 +339,7 @@ def distance_factor(st: Stats, alpha: float, eps_dist: float) -> Tensor:
 def distance_loss_plan(*, alpha, eps, eps_dist, maps) -> Plan:
     """``L_Dice (1 + L_Dist (alpha - 1))`` per group (seed 003 eq 1-3, Dice loss corrected)."""
     def epilogue(st: Stats, reduction: str) -> Tensor:
-        dice_loss = 1 - dice_coefficient(st, eps)
+        dice_loss = miss_ratio(*dice_parts(st), eps)
         return st.reduce_groups(dice_loss * distance_factor(st, alpha, eps_dist), reduction)
 
     return Plan(_DISTANCE_CONF, TermParams(), epilogue, maps=maps)

@@ -142,11 +142,30 @@ def group_present(checked: CheckedInputs, scope: str) -> Tensor | None:
     return per_image if scope == "image" else per_image.any(dim=0)
 
 
+def complement(checked: CheckedInputs) -> Tensor:
+    """``1 - p`` of the call's input. For logits ``sigmoid(-z)`` where z > 0, keeping the digits that
+    ``1 - sigmoid(z)`` loses on confident pixels (all of them from z = 17 on in float32), and
+    ``1 - sigmoid(z)`` elsewhere: autograd differentiates a sigmoid as ``y (1 - y)`` of its output
+    y, which is exact only while y is the small one."""
+    x = as_compute(checked.input)
+    if not checked.from_logits:
+        return 1 - x
+    return torch.where(x > 0, torch.sigmoid(-x), 1 - torch.sigmoid(x))
+
+
+def prediction_error(p: Tensor, checked: CheckedInputs) -> Tensor:
+    """``p - t``, as ``(1 - t) - (1 - p)`` where ``t > 1/2``: on a crack pixel ``p - 1`` loses the
+    digits of a confident prediction's small miss, ``-(1 - p)`` (:func:`complement`) keeps them."""
+    t = checked.target
+    return torch.where(t > 0.5, (1 - t) - complement(checked), p - t)
+
+
 def soft_confusion(p: Tensor, checked: CheckedInputs, scope: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Soft ``(TP, FP, FN)`` per group: ``sum p t``, ``sum p (1-t)``, ``sum (1-p) t``."""
+    """Soft ``(TP, FP, FN)`` per group: ``sum p t``, ``sum p (1-t)``, ``sum (1-p) t`` (``p`` the
+    probabilities of ``checked.input``; ``1 - p`` by :func:`complement`)."""
     t = checked.target
     return (
         group_sum(p * t, checked, scope),
         group_sum(p * (1 - t), checked, scope),
-        group_sum((1 - p) * t, checked, scope),
+        group_sum(complement(checked) * t, checked, scope),
     )

@@ -23,7 +23,7 @@ from torch import Tensor
 from .._checks import check_choice, check_number, check_probability, check_scope_reduction
 from . import pointwise as pw
 from . import region as rg
-from ._common import group_sum
+from ._common import complement, group_sum
 
 __all__ = [
     "bce_dice",
@@ -130,8 +130,8 @@ def exp_log(
     _check_reduction(scope, reduction)
     el = pw.el_ce(input, target, lam=lam, gamma_ce=gamma_ce, from_logits=from_logits, reduction=reduction, ignore=ignore, weight=weight)
     checked, p = rg.prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=None)
-    dc = rg.dice_coefficient(p, checked, scope, eps)
-    region = rg.finish(rg.power_near_zero(rg.neg_log(dc), gamma_dc), checked, scope, reduction)
+    neg_log_dc = rg.neg_log_index(*rg.dice_parts(p, checked, scope), eps)
+    region = rg.finish(rg.power_near_zero(neg_log_dc, gamma_dc), checked, scope, reduction)
     return theta * el + (1 - theta) * region
 
 
@@ -248,12 +248,13 @@ def unified_focal(
     t = checked.target
     tp1 = group_sum(p * t, checked, scope)
     fp1 = group_sum(p * (1 - t), checked, scope)
-    fn1 = group_sum((1 - p) * t, checked, scope)
-    tp0 = group_sum((1 - p) * (1 - t), checked, scope)
-    ti1 = (tp1 + eps) / (tp1 + delta * fn1 + (1 - delta) * fp1 + eps)
-    ti0 = (tp0 + eps) / (tp0 + delta * fp1 + (1 - delta) * fn1 + eps)
-    fore = rg.power_near_zero(1 - ti1, 1 - gamma)
-    back = (1 - ti0).clamp_min(0) if asymmetric else rg.power_near_zero(1 - ti0, 1 - gamma)
+    q = complement(checked)  # 1 - p
+    fn1 = group_sum(q * t, checked, scope)
+    tp0 = group_sum(q * (1 - t), checked, scope)
+    one_minus_ti1 = rg.miss_ratio(tp1, delta * fn1 + (1 - delta) * fp1, eps)  # TI of the crack class
+    one_minus_ti0 = rg.miss_ratio(tp0, delta * fp1 + (1 - delta) * fn1, eps)  # TI of the background
+    fore = rg.power_near_zero(one_minus_ti1, 1 - gamma)
+    back = one_minus_ti0 if asymmetric else rg.power_near_zero(one_minus_ti0, 1 - gamma)
     ft = rg.finish((back + fore) / 2, checked, scope, reduction)
     return lam * ft + (1 - lam) * focal_term
 

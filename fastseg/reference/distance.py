@@ -34,7 +34,16 @@ from .._checks import (
 from ..edt import boundary_field, edt, inner_boundary
 from . import pointwise as pw
 from . import region as rg
-from ._common import group_present, group_sum, log_probs, masked, reduce_groups, reduce_pointwise, soft_confusion
+from ._common import (
+    group_present,
+    group_sum,
+    log_probs,
+    masked,
+    prediction_error,
+    reduce_groups,
+    reduce_pointwise,
+    soft_confusion,
+)
 
 __all__ = ["distance_loss", "distance_map_ce", "hausdorff_dt", "shape_aware", "hybrid_focal_margin_distance"]
 
@@ -191,7 +200,7 @@ def distance_loss(
         nd = normalized_distance(d, crack, valid)
 
     tp, fp, fn = soft_confusion(p, checked, scope)
-    dice_loss = 1 - (2 * tp + eps) / (2 * tp + fp + fn + eps)
+    dice_loss = rg.miss_ratio(2 * tp, fp + fn, eps)  # 1 - (2TP + eps)/(2TP + FP + FN + eps)
     return reduce_groups(dice_loss * _distance_factor(p, nd, fp, checked, scope, alpha, eps_dist), reduction,
                          group_present(checked, scope))
 
@@ -254,7 +263,7 @@ def hausdorff_dt(
             d_t = boundary_field(t > 0.5, dtype=p.dtype)
         d_p = boundary_field(_predicted_mask(p, checked), dtype=p.dtype)
         penalty = d_t**alpha + d_p**alpha
-    return reduce_pointwise((p - t) ** 2 * penalty, checked, reduction)
+    return reduce_pointwise(prediction_error(p, checked) ** 2 * penalty, checked, reduction)
 
 
 def distance_map_ce(

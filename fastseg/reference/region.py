@@ -16,6 +16,9 @@ Conventions shared by every function here:
 - Smoothing ``eps`` (> 0) sits in numerator and denominator of each ratio; eps = 1 (seed 001
   eq 5) unless stated. With eps = 1 a crack-free image still penalises false positives: its Dice
   loss is ``1 - 1/(sum p + 1)``, never NaN.
+- A loss ``1 - index`` is computed as ``misses/(hits + misses + eps)`` (:func:`miss_ratio`) and
+  ``-log index`` as ``log1p(misses/(hits + eps))``: the same numbers, without the cancellation
+  that costs ``1 - index`` its digits near a perfect prediction; ``1 - p`` as ``sigmoid(-z)``.
 - Powers ``x ** k`` of a quantity that reaches 0 at a perfect prediction (``1 - TI``,
   ``-log Tv``) use :func:`power_near_zero`: exact for ``x >= 1e-6``, linear below, so the value
   is 0 at a perfect prediction and the gradient stays finite even for ``k < 1``.
@@ -34,7 +37,7 @@ from .._checks import (
     check_probability,
     check_scope_reduction,
 )
-from ._common import group_present, group_sum, log_probs, reduce_groups, soft_confusion
+from ._common import group_present, group_sum, log_probs, prediction_error, reduce_groups, soft_confusion
 
 __all__ = [
     "dice",
@@ -110,29 +113,41 @@ def tversky_weights(alpha, beta, delta) -> tuple[float, float]:
     return alpha, beta
 
 
-def dice_coefficient(p: Tensor, checked: CheckedInputs, scope: str, eps: float) -> Tensor:
-    """Per group ``Dc = (2TP + eps)/(2TP + FP + FN + eps)`` (seed 001 eq 5)."""
+def miss_ratio(hits: Tensor, misses: Tensor, eps: float) -> Tensor:
+    """``1 - (hits + eps)/(hits + misses + eps)``, written as ``misses/(hits + misses + eps)``: the
+    same number without the cancellation of ``1 - index`` when the index is near 1 (a nearly perfect
+    prediction, a crack-free image predicted clean), in the value and in its gradient."""
+    return misses / (hits + misses + eps)
+
+
+def neg_log_index(hits: Tensor, misses: Tensor, eps: float) -> Tensor:
+    """``-log((hits + eps)/(hits + misses + eps))``, written as ``log1p(misses/(hits + eps))``."""
+    return torch.log1p(misses / (hits + eps))
+
+
+def log_cosh(x: Tensor) -> Tensor:
+    """``log(cosh x)`` as ``log1p(2 sinh(x/2)^2)``: ``cosh x`` rounds to 1 below x = 3e-4 in
+    float32 (1e-8 in float64), where ``log cosh x = x^2/2`` still has every digit."""
+    return torch.log1p(2 * torch.sinh(x / 2) ** 2)
+
+
+def dice_parts(p: Tensor, checked: CheckedInputs, scope: str) -> tuple[Tensor, Tensor]:
+    """Per group ``(2TP, FP + FN)``: ``Dc = (2TP + eps)/(2TP + FP + FN + eps)`` (seed 001 eq 5)."""
     tp, fp, fn = soft_confusion(p, checked, scope)
-    return (2 * tp + eps) / (2 * tp + fp + fn + eps)
+    return 2 * tp, fp + fn
 
 
-def tversky_index(p: Tensor, checked: CheckedInputs, scope: str, alpha: float, beta: float, eps: float) -> Tensor:
-    """Per group ``Tv = (TP + eps)/(TP + alpha FP + beta FN + eps)`` (seed 001 eq 7)."""
+def tversky_parts(p: Tensor, checked: CheckedInputs, scope: str, alpha: float, beta: float) -> tuple[Tensor, Tensor]:
+    """Per group ``(TP, alpha FP + beta FN)``: ``Tv = (TP + eps)/(TP + alpha FP + beta FN + eps)`` (seed 001 eq 7)."""
     tp, fp, fn = soft_confusion(p, checked, scope)
-    return (tp + eps) / (tp + alpha * fp + beta * fn + eps)
+    return tp, alpha * fp + beta * fn
 
 
-def jaccard_index(p: Tensor, checked: CheckedInputs, scope: str, eps: float) -> Tensor:
-    """Per group ``(TP + eps)/(sum t + sum p - TP + eps)`` (seed 002 eq 10)."""
-    tp = group_sum(p * checked.target, checked, scope)
-    sum_p = group_sum(p, checked, scope)
-    sum_t = group_sum(checked.target, checked, scope)
-    return (tp + eps) / (sum_t + sum_p - tp + eps)
-
-
-def neg_log(x: Tensor) -> Tensor:
-    """``-log x`` for a ratio in (0, 1]; round-off above 1 gives 0, not a negative value."""
-    return (-torch.log(x)).clamp_min(0)
+def jaccard_parts(p: Tensor, checked: CheckedInputs, scope: str) -> tuple[Tensor, Tensor]:
+    """Per group ``(TP, FP + FN)``: ``J = (TP + eps)/(sum t + sum p - TP + eps)`` (seed 002 eq 10),
+    ``sum t + sum p - TP = TP + FP + FN``."""
+    tp, fp, fn = soft_confusion(p, checked, scope)
+    return tp, fp + fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,7 +176,7 @@ def dice(
     """
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
-    return finish(1 - dice_coefficient(p, checked, scope, eps), checked, scope, reduction)
+    return finish(miss_ratio(*dice_parts(p, checked, scope), eps), checked, scope, reduction)
 
 
 def squared_dice(
@@ -206,7 +221,7 @@ def jaccard(
     """
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
-    return finish(1 - jaccard_index(p, checked, scope, eps), checked, scope, reduction)
+    return finish(miss_ratio(*jaccard_parts(p, checked, scope), eps), checked, scope, reduction)
 
 
 def tversky(
@@ -235,7 +250,7 @@ def tversky(
     alpha, beta = tversky_weights(alpha, beta, delta)
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
-    return finish(1 - tversky_index(p, checked, scope, alpha, beta, eps), checked, scope, reduction)
+    return finish(miss_ratio(*tversky_parts(p, checked, scope, alpha, beta), eps), checked, scope, reduction)
 
 
 def focal_tversky(
@@ -269,8 +284,8 @@ def focal_tversky(
     alpha, beta = tversky_weights(alpha, beta, delta)
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
-    ti = tversky_index(p, checked, scope, alpha, beta, eps)
-    return finish(power_near_zero(1 - ti, gamma), checked, scope, reduction)
+    one_minus_ti = miss_ratio(*tversky_parts(p, checked, scope, alpha, beta), eps)
+    return finish(power_near_zero(one_minus_ti, gamma), checked, scope, reduction)
 
 
 def dibe_reg(
@@ -308,8 +323,8 @@ def dibe_reg(
         beta = check_number("beta", beta, low=0.0)
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
-    tv = tversky_index(p, checked, scope, alpha, beta, eps)
-    return finish(power_near_zero(neg_log(tv), 1.0 / gamma), checked, scope, reduction)
+    neg_log_tv = neg_log_index(*tversky_parts(p, checked, scope, alpha, beta), eps)
+    return finish(power_near_zero(neg_log_tv, 1.0 / gamma), checked, scope, reduction)
 
 
 def log_cosh_dice(
@@ -330,8 +345,8 @@ def log_cosh_dice(
     """
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
-    loss = 1 - dice_coefficient(p, checked, scope, eps)
-    return finish(torch.log(torch.cosh(loss)), checked, scope, reduction)
+    loss = miss_ratio(*dice_parts(p, checked, scope), eps)
+    return finish(log_cosh(loss), checked, scope, reduction)
 
 
 def sensitivity_specificity(
@@ -358,7 +373,7 @@ def sensitivity_specificity(
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
     t = checked.target
-    sq = (t - p) ** 2
+    sq = prediction_error(p, checked) ** 2  # (t - p)^2
     sens = group_sum(sq * t, checked, scope) / (group_sum(t, checked, scope) + eps)
     spec = group_sum(sq * (1 - t), checked, scope) / (group_sum(1 - t, checked, scope) + eps)
     return finish(w * sens + (1 - w) * spec, checked, scope, reduction)
