@@ -183,10 +183,16 @@ def load_folder(root: str | os.PathLike, val_fraction: float = 0.2) -> tuple[Spl
 
 
 def load_data(data: str | None = None, crackforest: str | None = None) -> tuple[Split, Split]:
-    """``(train, val)``: a user's folder if ``data`` is given, else CrackForest's fixed split."""
-    if data is not None:
-        return load_folder(data)
-    train, val = fastseg.data.load_crackforest(crackforest).split(70, 20)
+    """``(train, val)``: a user's folder if ``data`` is given, else CrackForest's fixed split.
+    A missing or malformed data set ends the script with its message (``SystemExit``), not a traceback."""
+    try:
+        if data is not None:
+            return load_folder(data)
+        cf = fastseg.data.load_crackforest(crackforest)
+    except (ValueError, FileNotFoundError) as err:
+        hint = "" if data is not None else "\n(pass --crackforest PATH, or --data DIR for your own images)"
+        raise SystemExit(f"error: {err}{hint}") from None
+    train, val = cf.split(70, 20)
     return _split_of(train), _split_of(val)
 
 
@@ -276,7 +282,9 @@ def make_loss(name: str, impl: str = "functional", **params):
         raise ValueError(f"loss must be one of {', '.join(names)}; got {name!r}")
     fn = getattr(loss_module(impl), name)
     sig = inspect.signature(fn)
-    accepted = [p.name for p in list(sig.parameters.values())[2:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    tensors = ("ignore", "weight", "distance")  # per-call tensors, not options a command line can give
+    accepted = [p.name for p in list(sig.parameters.values())[2:]
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in tensors]
     for alias, real in ALIASES.items():
         if alias in params and alias not in accepted and real in accepted:
             params[real] = params.pop(alias)

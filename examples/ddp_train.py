@@ -108,7 +108,10 @@ def main(argv=None) -> int:
     try:
         if args.batch_size < world:
             raise SystemExit(f"--batch-size ({args.batch_size}) must be at least the number of ranks ({world})")
-        cls = getattr(fastseg.losses, args.loss)
+        cls = getattr(fastseg.losses, args.loss, None)
+        if not (isinstance(cls, type) and issubclass(cls, fastseg.losses.FusedLoss) and cls is not fastseg.losses.FusedLoss):
+            names = sorted(n for n in fastseg.losses.__all__ if n not in ("FusedLoss", "CombinedLoss"))
+            raise SystemExit(f"--loss must be a loss class of fastseg.losses ({', '.join(names)}); got {args.loss!r}")
         criterion = cls(scope="global")                 # statistics summed over every rank
         local_view = cls(scope="batch")                 # what a per-rank batch scope would give
         torch.manual_seed(args.seed)                    # the same initial weights on every rank

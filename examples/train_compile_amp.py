@@ -39,7 +39,7 @@ import fastseg.losses  # noqa: E402
 def make_module(name: str, **params) -> torch.nn.Module:
     """``fastseg.losses.<name>(**params)``; a ValueError lists the classes on a wrong name."""
     classes = sorted(n for n in dir(fastseg.losses) if isinstance(getattr(fastseg.losses, n), type)
-                     and issubclass(getattr(fastseg.losses, n), torch.nn.Module) and not n.startswith("_"))
+                     and issubclass(getattr(fastseg.losses, n), fastseg.losses.FusedLoss) and n != "FusedLoss")
     if name not in classes:
         raise ValueError(f"loss must be one of {', '.join(classes)}; got {name!r}")
     return getattr(fastseg.losses, name)(**params)

@@ -433,7 +433,7 @@ def test_backward_coefficient_shape_error():
 def test_cuda_more_than_2_31_pixels():
     N = 2**31 + 1000
     free, _ = torch.cuda.mem_get_info()
-    if free < 3 * N + 2**30:
+    if free < 5 * N + 2**30:  # the peak: uint8 targets, bf16 logits and their bf16 gradient
         pytest.skip("not enough device memory")
     t = torch.zeros(1, 1, N, dtype=torch.uint8, device="cuda")
     t[..., -1500:] = 1
