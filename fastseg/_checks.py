@@ -120,12 +120,15 @@ def value_checks_apply(x) -> bool:
     return _value_checks and not torch.compiler.is_compiling() and not capturing_cuda_graph(x)
 
 
-def _outside_unit_interval(x: Tensor) -> bool:
-    """Whether a value of ``x`` lies outside [0, 1]: one pass, one read-back. NaN does not count
-    (it propagates to the loss, where AMP's GradScaler skips the step)."""
+def _outside_unit_interval(x: Tensor, *, nan_counts: bool = False) -> bool:
+    """Whether a value of ``x`` lies outside [0, 1]: one pass, one read-back. NaN counts only with
+    ``nan_counts``: a NaN in the data (a target) is an error, a NaN the network computed (an input
+    overflow) propagates to the loss, where AMP's GradScaler skips the step."""
     if x.dtype == torch.uint8:
         return bool(x.amax() > 1)
-    low, high = torch.aminmax(x)
+    low, high = torch.aminmax(x)  # NaN propagates to both
+    if nan_counts:
+        return not bool((low >= 0) & (high <= 1))
     return bool((low < 0) | (high > 1))
 
 
@@ -275,20 +278,20 @@ def check_loss_inputs(
         if target_f.dtype == torch.bool:
             outside = False
         elif valid is None or convert_target:  # ignored pixels hold 0 when converted
-            outside = _outside_unit_interval(target_f)
+            outside = _outside_unit_interval(target_f, nan_counts=True)
         else:
-            outside = bool((((target_f < 0) | (target_f > 1)) & valid).any())
+            outside = bool((~((target_f >= 0) & (target_f <= 1)) & valid).any())
         if outside:
             hint = " (pass ignore=<value> to mark an ignore_index)" if not target.is_floating_point() else ""
-            raise ValueError(f"target values must lie in [0, 1]{hint}")
+            raise ValueError(f"target values must lie in [0, 1] (NaN is no label){hint}")
         if not from_logits:
             if _outside_unit_interval(input):
                 raise ValueError(
                     "input holds probabilities (from_logits=False) but has values outside [0, 1]; "
                     "pass logits with from_logits=True"
                 )
-        if weight is not None and bool((weight < 0).any()):
-            raise ValueError("weight must be non-negative")
+        if weight is not None and not bool(((weight >= 0) & (weight < float("inf"))).all()):
+            raise ValueError("weight must be non-negative and finite (no NaN or inf)")
     if not convert_target and not (target_f.dtype in (torch.bool, torch.uint8) or target_f.is_floating_point()):
         # other integer dtypes (an ignore_index of -1 or 255 in int64, say) narrow to uint8, ignored -> 0
         target_f = (target_f if valid is None else torch.where(valid, target_f, 0)).to(torch.uint8)

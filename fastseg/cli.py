@@ -23,10 +23,16 @@ def _device(name: str | None) -> str:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise SystemExit(f"error: --device must be 'cpu', 'cuda' or 'cuda:N'; got {name!r}") from None
+        _usage_error(f"--device must be 'cpu', 'cuda' or 'cuda:N'; got {name!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda requested but no CUDA device is available")
+        _usage_error("--device cuda requested but no CUDA device is available")
     return str(dev)
+
+
+def _usage_error(message: str):
+    """Exit with status 2, as argparse does for a bad argument."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _interpreter_for_cpu(backend: str, device: str) -> None:
@@ -120,8 +126,12 @@ def bench(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    repeat = args.repeat or (2 if args.quick else 20 if cuda else 3)
-    warmup = args.warmup or (1 if args.quick or not cuda else 3)
+    if args.repeat is not None and args.repeat < 1:
+        _usage_error(f"--repeat must be >= 1; got {args.repeat}")
+    if args.warmup is not None and args.warmup < 1:
+        _usage_error(f"--warmup must be >= 1 (the first step compiles and is checked); got {args.warmup}")
+    repeat = args.repeat if args.repeat is not None else 2 if args.quick else 20 if cuda else 3
+    warmup = args.warmup if args.warmup is not None else 1 if args.quick or not cuda else 3
     if args.edt:
         return _bench_edt(args, device, repeat, warmup)
     try:

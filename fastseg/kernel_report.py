@@ -76,7 +76,7 @@ def _catalog() -> tuple[tuple[str, tuple[int, ...], TermParams], ...]:
         "sensitivity_specificity": F.sensitivity_specificity_plan(),
         # compound (BceDice, Combo and Holistic share BCE + Dice sums)
         "bce_dice": F.bce_dice_plan(),
-        "exponential_logarithmic": F.exp_log_plan(),
+        "exp_log": F.exp_log_plan(),
         "hybrid_focal": F.hybrid_focal_plan(),
         "hybrid_focal_seed000": F.hybrid_focal_plan(asymmetric=True),
         "unified_focal_symmetric": F.unified_focal_plan(asymmetric=False),
@@ -510,6 +510,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-gate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     archs = tuple(args.arch) if args.arch else ARCHS
+    unknown_archs = sorted(set(archs) - set(ARCHS))
+    if unknown_archs:
+        print(f"fastseg kernels: --arch must be one of {', '.join(map(str, ARCHS))}; got {unknown_archs}", file=sys.stderr)
+        return 2
+    names = [name for name, _, _ in _catalog()] + ["edt"]
+    if args.only and not any(args.only in name for name in names):
+        print(f"fastseg kernels: no catalog entry's name contains {args.only!r}. Entries: {', '.join(names)} "
+              "(the losses not named share an entry's kernels: Jaccard, Tversky, focal Tversky, DIBE_Reg and "
+              "log-cosh Dice those of dice; weighted BCE those of bce; Combo and Holistic those of bce_dice)",
+              file=sys.stderr)
+        return 2
     try:
         logits = tuple(dict.fromkeys(args.logits)) if args.logits else LOGITS
         rows = report(archs, full=args.full, only=args.only, logits=logits, jobs=args.jobs)

@@ -158,6 +158,9 @@ class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
             cls.__doc__ = f"Module form of :func:`fastseg.functional.{name}`.\n\n{getattr(F, name).__doc__}"
 
     def __init__(self, **kwargs):
+        if not hasattr(type(self), "loss_name"):
+            raise TypeError(f"{type(self).__name__} is a base class: use one of its loss classes (e.g. DiceLoss), "
+                            "or subclass it with a loss_name")
         super().__init__()
         cls = type(self).__name__
         name = self.loss_name

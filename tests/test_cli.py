@@ -92,6 +92,11 @@ def test_bench_sizes_and_errors(tmp_path, capsys):
     assert cli.main(["bench", "--size", "0", "--no-progress"]) == 2
     with pytest.raises(SystemExit):
         cli.main(["bench", "--dtype", "int8"])
+    for bad, message in ((["--repeat", "0"], "--repeat must be >= 1"), (["--warmup", "0"], "--warmup must be >= 1"),
+                         (["--device", "gpu0"], "--device must be")):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["bench", "--quick", "--no-progress", *bad])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def _write_module(tmp_path, monkeypatch, name, body):
@@ -223,6 +228,17 @@ def test_kernels_subcommand_delegates(monkeypatch):
     monkeypatch.setattr(kernel_report, "main", lambda argv: seen.append(argv) or 0)
     assert cli.main(["kernels", "--json", "x.json"]) == 0
     assert seen == [["--json", "x.json"]]
+
+
+def test_kernels_refuses_a_filter_or_arch_that_selects_nothing(capsys):
+    """Before any compile: a name no catalog entry contains, or an architecture not built for."""
+    from fastseg import kernel_report
+
+    assert kernel_report.main(["--only", "jaccard"]) == 2
+    err = capsys.readouterr().err
+    assert "no catalog entry's name contains 'jaccard'" in err and "dice" in err
+    assert kernel_report.main(["--arch", "75"]) == 2
+    assert "--arch must be one of 80, 90" in capsys.readouterr().err
 
 
 def test_help_lists_the_subcommands(capsys):

@@ -516,7 +516,7 @@ def test_value_checks_can_be_turned_off_and_on_again():
             R.dice(z, t)
     finally:
         assert fastseg.set_value_checks(True) is False
-    with pytest.raises(ValueError, match="weight must be non-negative"):
+    with pytest.raises(ValueError, match="weight must be non-negative and finite"):
         FS.focal(z, t.clamp(0, 1), weight=weight, backend="torch")
     with pytest.raises(ValueError, match="distance must be finite and non-negative"):
         FS.distance_loss(z, t.clamp(0, 1), distance=-distance.clamp_max(1), backend="torch")

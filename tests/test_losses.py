@@ -244,3 +244,32 @@ def test_subtraction_negation_and_division(make, reference):
 def test_arithmetic_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize("form", ["functional", "reference", "module"])
+def test_nan_targets_and_non_finite_weights_are_refused(form):
+    """A NaN label or weight is a data error (a GradScaler would skip every step it poisons); a
+    NaN where a pixel is ignored is no label at all, and a NaN logit propagates (an fp16 overflow)."""
+    z, t, ignore, w = _inputs(4)
+    fn = {"functional": lambda *a, **k: FS.focal(*a, backend="torch", **k), "reference": R.focal,
+          "module": L.FocalLoss(backend="torch")}[form]
+    bad_t = t.clone()
+    bad_t[0, 0, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"target values must lie in \[0, 1\]"):
+        fn(z, bad_t)
+    ignored = torch.zeros_like(ignore)
+    ignored[0, 0, 2, 3] = True
+    assert torch.isfinite(fn(z, bad_t, ignore=ignored))
+    for value in (float("nan"), float("inf")):
+        bad_w = w.clone()
+        bad_w[1, 0, 0, 0] = value
+        with pytest.raises(ValueError, match="weight must be non-negative and finite"):
+            fn(z, t, weight=bad_w)
+    bad_z = z.clone()
+    bad_z[0, 0, 0, 0] = float("nan")
+    assert torch.isnan(fn(bad_z, t))
+
+
+def test_the_base_class_is_not_a_loss():
+    with pytest.raises(TypeError, match="FusedLoss is a base class"):
+        L.FusedLoss()
