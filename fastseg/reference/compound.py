@@ -251,8 +251,8 @@ def unified_focal(
     q = complement(checked)  # 1 - p
     fn1 = group_sum(q * t, checked, scope)
     tp0 = group_sum(q * (1 - t), checked, scope)
-    one_minus_ti1 = rg.miss_ratio(tp1, delta * fn1 + (1 - delta) * fp1, eps)  # TI of the crack class
-    one_minus_ti0 = rg.miss_ratio(tp0, delta * fp1 + (1 - delta) * fn1, eps)  # TI of the background
+    one_minus_ti1 = rg.miss_ratio(tp1, delta * fn1 + (1 - delta) * fp1, eps)  # 1 - TI of the crack class
+    one_minus_ti0 = rg.miss_ratio(tp0, delta * fp1 + (1 - delta) * fn1, eps)  # 1 - TI of the background
     fore = rg.power_near_zero(one_minus_ti1, 1 - gamma)
     back = one_minus_ti0 if asymmetric else rg.power_near_zero(one_minus_ti0, 1 - gamma)
     ft = rg.finish((back + fore) / 2, checked, scope, reduction)
