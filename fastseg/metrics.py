@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_input_tensor, check_loss_inputs, check_number
+from ._checks import _outside_unit_interval, check_input_tensor, check_loss_inputs, check_number
 
 __all__ = [
     "Confusion",
@@ -370,6 +370,9 @@ def _hard_inputs(pred, target, *, from_logits, ignore, name="pred"):
     check_input_tensor(pred, name=name)
     if not from_logits and bool(torch.isnan(pred).any()):
         raise ValueError(f"{name} holds NaN")
+    if not from_logits and _outside_unit_interval(pred):
+        hint = "pass from_logits=True for logits" if name == "pred" else "apply torch.sigmoid to logits first"
+        raise ValueError(f"{name} must hold probabilities in [0, 1]; {hint}")
     checked = check_loss_inputs(pred, target, from_logits=from_logits, ignore=ignore)
     t = checked.target
     if bool(((t != 0) & (t != 1)).any()):

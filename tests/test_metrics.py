@@ -405,8 +405,10 @@ def test_ods_ois_perfect_prediction():
 
 def test_bad_inputs_raise():
     p, t = _img(PROBS), _img(TARGET)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match=r"pred must hold probabilities in \[0, 1\]; pass from_logits=True"):
         M.confusion(p * 2, t)
+    with pytest.raises(ValueError, match=r"probs must hold probabilities in \[0, 1\]; apply torch.sigmoid"):
+        M.ods_ois(p * 2, t)
     with pytest.raises(ValueError, match="binary"):
         M.confusion(p, t * 0.5)
     with pytest.raises(TypeError, match="pred"):
