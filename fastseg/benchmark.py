@@ -348,17 +348,17 @@ def monai_contender(case: Case, device) -> Callable:
 
 def kornia_contender(case: Case, device) -> Callable:
     """``kornia.losses.binary_focal_loss_with_logits(alpha=None, gamma=2, reduction="mean")``."""
+    kl = _import_peer("kornia.losses", "kornia")
     if case.loss != "focal":
         raise Unavailable(f"kornia has no loss equal to fastseg's {case.loss}")
-    kl = _import_peer("kornia.losses", "kornia")
     return lambda z, t: kl.binary_focal_loss_with_logits(z, t.to(z.dtype), alpha=None, gamma=_FOCAL_GAMMA, reduction="mean")
 
 
 def torchvision_contender(case: Case, device) -> Callable:
     """``torchvision.ops.sigmoid_focal_loss(alpha=-1, gamma=2, reduction="mean")``."""
+    ops = _import_peer("torchvision.ops", "torchvision")
     if case.loss != "focal":
         raise Unavailable(f"torchvision has no loss equal to fastseg's {case.loss}")
-    ops = _import_peer("torchvision.ops", "torchvision")
     return lambda z, t: ops.sigmoid_focal_loss(z, t.to(z.dtype), alpha=-1, gamma=_FOCAL_GAMMA, reduction="mean")
 
 
@@ -368,11 +368,11 @@ def smp_contender(case: Case, device) -> Callable:
     smp reduces its Dice and Tversky over the whole batch and zeroes crack-free ones, so they
     match fastseg only with ``--scope batch`` (and batches that contain cracks).
     """
+    smp = _import_peer("segmentation_models_pytorch.losses", "segmentation_models_pytorch")
     if case.loss not in ("dice", "tversky", "focal"):
         raise Unavailable(f"smp has no loss equal to fastseg's {case.loss}")
     if case.loss != "focal" and case.scope != "batch":
         raise Unavailable("smp's Dice/Tversky reduce per batch: run with --scope batch")
-    smp = _import_peer("segmentation_models_pytorch.losses", "segmentation_models_pytorch")
     if case.loss == "dice":
         mod = smp.DiceLoss("binary", from_logits=True, smooth=_EPS)
     elif case.loss == "tversky":
