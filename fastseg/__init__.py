@@ -12,9 +12,11 @@
 ``python -m fastseg bench | validate | kernels`` are the command-line entry points.
 :func:`set_value_checks` turns off the fused losses' data-reading input checks (a host
 synchronisation per call on CUDA) once the data pipeline is known to be right.
+:class:`ShapeWarning` flags a 3-D ``[B, C, L]`` input with C > 1, which is how a ``[B, H, W]``
+batch of images without its channel axis reads.
 """
 
-from ._checks import set_value_checks
+from ._checks import ShapeWarning, set_value_checks
 
-__all__ = ["set_value_checks"]
+__all__ = ["ShapeWarning", "set_value_checks"]
 __version__ = "0.1.0"

@@ -18,6 +18,7 @@ Conventions fixed here (see README "Conventions"):
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from numbers import Real
@@ -163,6 +164,41 @@ def compute_dtype(input: Tensor) -> torch.dtype:
     return torch.float64 if input.dtype == torch.float64 else torch.float32
 
 
+class ShapeWarning(UserWarning):
+    """A shape fastseg accepts but that is most likely a mistake: a 3-D ``[B, C, L]`` tensor with
+    C > 1 (C channels of 1-D signals), which is what a ``[B, H, W]`` batch of images reads as.
+    Silence it, for genuine 1-D signals, with
+    ``warnings.filterwarnings("ignore", category=fastseg.ShapeWarning)``."""
+
+
+def warn_if_images_without_channel(tensor: Tensor, name: str, consequence: str = "its own region statistics") -> None:
+    """Warn (:class:`ShapeWarning`) when a 3-D tensor with C > 1 is read as ``[B, C, L]``: a batch
+    of ``[B, H, W]`` images would silently give each row ``consequence``. The warning points at the
+    first caller outside fastseg, so Python's default filter shows it once per line of user code.
+    Not under ``torch.compile``, whose ``fullgraph=True`` cannot trace ``warnings.warn``."""
+    if tensor.ndim == 3 and tensor.shape[1] > 1 and not torch.compiler.is_compiling():
+        warnings.warn(
+            f"{name} of shape {tuple(tensor.shape)} is read as [B, C, L] ({tensor.shape[1]} channels of "
+            f"1-D signals), which gives each row {consequence}; for a batch of [B, H, W] images pass "
+            f"{name}.unsqueeze(1) (for genuine 1-D signals: "
+            "warnings.filterwarnings('ignore', category=fastseg.ShapeWarning))",
+            ShapeWarning,
+            stacklevel=_first_level_outside_package(),
+        )
+
+
+_LIBRARY_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (sys.modules[__package__], torch))
+
+
+def _first_level_outside_package() -> int:
+    """The ``stacklevel`` of :func:`warn_if_images_without_channel`'s first caller outside fastseg
+    and torch (``nn.Module.__call__``)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def check_input_tensor(input, *, name: str = "input") -> Tensor:
     if not isinstance(input, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(input).__name__}")
@@ -209,6 +245,7 @@ def check_loss_inputs(
     weight=None,
     check_values: bool = True,
     convert_target: bool = True,
+    name: str = "input",
 ) -> CheckedInputs:
     """Validate a loss call's tensors and bring them to one shape.
 
@@ -219,7 +256,8 @@ def check_loss_inputs(
     floating (other integer dtypes become uint8), with ignored pixels left as they are: ``valid``
     says which pixels count, and the values of the valid ones are checked.
     """
-    input = check_input_tensor(input)
+    input = check_input_tensor(input, name=name)
+    warn_if_images_without_channel(input, name)
     if not isinstance(from_logits, bool):
         raise TypeError(f"from_logits must be a bool; got {type(from_logits).__name__}")
     if not isinstance(target, Tensor):

@@ -31,7 +31,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from ._checks import check_choice
+from ._checks import check_choice, warn_if_images_without_channel
 
 __all__ = ["edt", "boundary_field", "inner_boundary", "empty_fill"]
 
@@ -51,6 +51,14 @@ def _check_mask(mask) -> Tensor:
             "mask must have shape [B, C, *spatial] with 1 to 3 spatial dims "
             f"(unsqueeze a [B, H, W] mask to [B, 1, H, W]); got shape {tuple(mask.shape)}"
         )
+    return mask
+
+
+def _check_layout(mask) -> Tensor:
+    """:func:`_check_mask` for the public functions, which also warn about ``[B, H, W]`` masks
+    (fastseg's own calls pass masks of an input the loss has already warned about)."""
+    mask = _check_mask(mask)
+    warn_if_images_without_channel(mask, "mask", "its own 1-D distance transform")
     return mask
 
 
@@ -219,6 +227,12 @@ def edt(
     Triton kernels (a running scan along the contiguous axis, the Felzenszwalb-Huttenlocher lower
     envelope along the others; one launch per axis for the whole batch).
     """
+    return edt_of_mask(_check_layout(mask), squared=squared, spacing=spacing, to=to, dtype=dtype, backend=backend)
+
+
+def edt_of_mask(mask: Tensor, *, squared: bool = False, spacing=None, to: str = "foreground",
+                dtype: torch.dtype = torch.float32, backend: str = "auto") -> Tensor:
+    """:func:`edt` without the :class:`~fastseg.ShapeWarning` (for fastseg's own calls)."""
     mask = _check_mask(mask)
     check_choice("to", to, TARGETS)
     check_choice("backend", backend, BACKENDS)
@@ -291,6 +305,11 @@ def inner_boundary(mask: Tensor) -> Tensor:
     ``mask & ~scipy.ndimage.binary_erosion(mask, generate_binary_structure(ndim, 1), border_value=1)``.
     ``mask`` is ``[B, C, *spatial]``, nonzero = foreground.
     """
+    return inner_boundary_of_mask(_check_layout(mask))
+
+
+def inner_boundary_of_mask(mask: Tensor) -> Tensor:
+    """:func:`inner_boundary` without the :class:`~fastseg.ShapeWarning` (for fastseg's own calls)."""
     mask = _check_mask(mask)
     fg = mask != 0
     interior = fg.clone()
@@ -317,6 +336,12 @@ def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.flo
     integers for unit spacing). CPU tensors with unit spacing run both transforms in one native
     call (:mod:`fastseg._native_edt`) where it builds.
     """
+    return boundary_field_of_mask(_check_layout(mask), spacing=spacing, dtype=dtype, squared=squared)
+
+
+def boundary_field_of_mask(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.float32,
+                           squared: bool = False) -> Tensor:
+    """:func:`boundary_field` without the :class:`~fastseg.ShapeWarning` (for fastseg's own calls)."""
     mask = _check_mask(mask)
     _check_squared_and_dtype(squared, dtype)
     spacing = _check_spacing(spacing, mask.ndim - 2)

@@ -373,7 +373,7 @@ def _hard_inputs(pred, target, *, from_logits, ignore, name="pred"):
     if not from_logits and _outside_unit_interval(pred):
         hint = "pass from_logits=True for logits" if name == "pred" else "apply torch.sigmoid to logits first"
         raise ValueError(f"{name} must hold probabilities in [0, 1]; {hint}")
-    checked = check_loss_inputs(pred, target, from_logits=from_logits, ignore=ignore)
+    checked = check_loss_inputs(pred, target, from_logits=from_logits, ignore=ignore, name=name)
     t = checked.target
     if bool(((t != 0) & (t != 1)).any()):
         raise ValueError("target must be binary (0 or 1) outside ignored pixels for hard metrics")

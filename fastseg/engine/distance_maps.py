@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .._checks import CheckedInputs, _as_input_shape, compute_dtype, value_checks_apply
-from ..edt import boundary_field, edt, inner_boundary
+from ..edt import boundary_field_of_mask, edt_of_mask, inner_boundary_of_mask
 from .scalars import as_operand
 
 
@@ -130,7 +130,7 @@ def distance_loss_maps(checked: CheckedInputs, from_logits: bool, distance) -> t
     with torch.no_grad():
         d = user_distance(distance, checked, dtype)
         if d is None:
-            d = edt(crack, to="foreground", dtype=dtype)
+            d = edt_of_mask(crack, to="foreground", dtype=dtype)
         return checked.weight, normalized_distance(d, crack, _valid(checked))
 
 
@@ -142,12 +142,12 @@ def hausdorff_maps(alpha: float):
         with torch.no_grad():
             d_t = user_distance(distance, checked, dtype)
             if alpha == 2:  # the squared fields directly (exact integers, no square root and power)
-                sq_t = boundary_field(crack_mask(checked), dtype=dtype, squared=True) if d_t is None else d_t * d_t
-                sq_p = boundary_field(predicted_mask(checked, from_logits), dtype=dtype, squared=True)
+                sq_t = boundary_field_of_mask(crack_mask(checked), dtype=dtype, squared=True) if d_t is None else d_t * d_t
+                sq_p = boundary_field_of_mask(predicted_mask(checked, from_logits), dtype=dtype, squared=True)
                 return None, _times_weight(sq_t.add_(sq_p), checked)
             if d_t is None:
-                d_t = boundary_field(crack_mask(checked), dtype=dtype)
-            d_p = boundary_field(predicted_mask(checked, from_logits), dtype=dtype)
+                d_t = boundary_field_of_mask(crack_mask(checked), dtype=dtype)
+            d_p = boundary_field_of_mask(predicted_mask(checked, from_logits), dtype=dtype)
             exponent = as_operand(alpha, d_t)
             return None, _times_weight(d_t**exponent + d_p**exponent, checked)
 
@@ -171,7 +171,7 @@ def distance_map_ce_maps(checked: CheckedInputs, from_logits: bool, distance) ->
     with torch.no_grad():
         field = user_distance(distance, checked, dtype)
         if field is None:
-            field = boundary_field(crack, dtype=dtype)
+            field = boundary_field_of_mask(crack, dtype=dtype)
         return _times_weight(1 + inverted_boundary(field, crack, _valid(checked)), checked), None
 
 
@@ -181,8 +181,8 @@ def shape_aware_maps(checked: CheckedInputs, from_logits: bool, distance) -> tup
     with torch.no_grad():
         d = user_distance(distance, checked, dtype)
         if d is None:
-            d = edt(inner_boundary(crack_mask(checked)), to="foreground", dtype=dtype)
-        pred_boundary = _and_valid(inner_boundary(predicted_mask(checked, from_logits)), checked)
+            d = edt_of_mask(inner_boundary_of_mask(crack_mask(checked)), to="foreground", dtype=dtype)
+        pred_boundary = _and_valid(inner_boundary_of_mask(predicted_mask(checked, from_logits)), checked)
         spatial = _spatial(d)
         count = pred_boundary.sum(dim=spatial, keepdim=True).to(dtype)
         e = torch.where(pred_boundary, d, _zero(d)).sum(dim=spatial, keepdim=True) / count.clamp_min(1)

@@ -31,7 +31,7 @@ from .._checks import (
     check_probability,
     check_scope_reduction,
 )
-from ..edt import boundary_field, edt, inner_boundary
+from ..edt import boundary_field_of_mask, edt_of_mask, inner_boundary_of_mask
 from . import pointwise as pw
 from . import region as rg
 from ._common import (
@@ -196,7 +196,7 @@ def distance_loss(
     with torch.no_grad():
         d = _check_distance(distance, checked, p.dtype)
         if d is None:
-            d = edt(crack, to="foreground", dtype=p.dtype)
+            d = edt_of_mask(crack, to="foreground", dtype=p.dtype)
         nd = normalized_distance(d, crack, valid)
 
     tp, fp, fn = soft_confusion(p, checked, scope)
@@ -217,7 +217,7 @@ def _nd(p: Tensor, checked: CheckedInputs, distance) -> Tensor:
     with torch.no_grad():
         d = _check_distance(distance, checked, p.dtype)
         if d is None:
-            d = edt(crack, to="foreground", dtype=p.dtype)
+            d = edt_of_mask(crack, to="foreground", dtype=p.dtype)
         return normalized_distance(d, crack, _valid_bool(checked))
 
 
@@ -260,8 +260,8 @@ def hausdorff_dt(
     with torch.no_grad():
         d_t = _check_distance(distance, checked, p.dtype)
         if d_t is None:
-            d_t = boundary_field(t > 0.5, dtype=p.dtype)
-        d_p = boundary_field(_predicted_mask(p, checked), dtype=p.dtype)
+            d_t = boundary_field_of_mask(t > 0.5, dtype=p.dtype)
+        d_p = boundary_field_of_mask(_predicted_mask(p, checked), dtype=p.dtype)
         penalty = d_t**alpha + d_p**alpha
     return reduce_pointwise(prediction_error(p, checked) ** 2 * penalty, checked, reduction)
 
@@ -302,7 +302,7 @@ def distance_map_ce(
     with torch.no_grad():
         field = _check_distance(distance, checked, p.dtype)
         if field is None:
-            field = boundary_field(crack, dtype=p.dtype)
+            field = boundary_field_of_mask(crack, dtype=p.dtype)
         phi = inverted_boundary_distance(field, crack, _valid_bool(checked))
     return reduce_pointwise((1 + phi) * ce, checked, reduction)
 
@@ -346,8 +346,8 @@ def shape_aware(
     with torch.no_grad():
         d = _check_distance(distance, checked, p.dtype)
         if d is None:
-            d = edt(inner_boundary(checked.target > 0.5), to="foreground", dtype=p.dtype)
-        pred_boundary = inner_boundary(_predicted_mask(p, checked)) & _valid_bool(checked)
+            d = edt_of_mask(inner_boundary_of_mask(checked.target > 0.5), to="foreground", dtype=p.dtype)
+        pred_boundary = inner_boundary_of_mask(_predicted_mask(p, checked)) & _valid_bool(checked)
         spatial = _spatial(d)
         count = pred_boundary.sum(dim=spatial, keepdim=True).to(p.dtype)
         e = masked(d * pred_boundary, checked).sum(dim=spatial, keepdim=True) / count.clamp_min(1)
