@@ -213,14 +213,14 @@ def check_input_tensor(input, *, name: str = "input") -> Tensor:
     return input
 
 
-def _as_input_shape(tensor: Tensor, input: Tensor, name: str) -> Tensor:
+def _as_input_shape(tensor: Tensor, input: Tensor, name: str, input_name: str = "input") -> Tensor:
     """Accept the input's shape, or ``[B, *spatial]`` when C = 1; return the input's shape."""
     if tensor.shape == input.shape:
         return tensor
     if input.shape[1] == 1 and tensor.shape == input.shape[:1] + input.shape[2:]:
         return tensor.unsqueeze(1)
     raise ValueError(
-        f"{name} must have the input's shape {tuple(input.shape)}"
+        f"{name} must have the shape of {input_name} {tuple(input.shape)}"
         + (f" or {tuple(input.shape[:1] + input.shape[2:])}" if input.shape[1] == 1 else "")
         + f"; got {tuple(tensor.shape)}"
     )
@@ -246,6 +246,7 @@ def check_loss_inputs(
     check_values: bool = True,
     convert_target: bool = True,
     name: str = "input",
+    target_name: str = "target",
 ) -> CheckedInputs:
     """Validate a loss call's tensors and bring them to one shape.
 
@@ -254,19 +255,20 @@ def check_loss_inputs(
     and they are skipped while torch.compile traces (a data-dependent branch would break the graph).
     ``convert_target=False`` (the fused path) returns the target in its own dtype, bool, uint8 or
     floating (other integer dtypes become uint8), with ignored pixels left as they are: ``valid``
-    says which pixels count, and the values of the valid ones are checked.
+    says which pixels count, and the values of the valid ones are checked. ``name`` and
+    ``target_name`` are what the errors call the two tensors (the metrics' ``pred``, ``targets``).
     """
     input = check_input_tensor(input, name=name)
     warn_if_images_without_channel(input, name)
     if not isinstance(from_logits, bool):
         raise TypeError(f"from_logits must be a bool; got {type(from_logits).__name__}")
     if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
+        raise TypeError(f"{target_name} must be a torch.Tensor; got {type(target).__name__}")
     if target.is_complex():
-        raise TypeError(f"target must be bool, integer or floating; got dtype {target.dtype}")
+        raise TypeError(f"{target_name} must be bool, integer or floating; got dtype {target.dtype}")
     if target.device != input.device:
-        raise ValueError(f"target is on {target.device} but input is on {input.device}")
-    target = _as_input_shape(target, input, "target")
+        raise ValueError(f"{target_name} is on {target.device} but {name} is on {input.device}")
+    target = _as_input_shape(target, input, target_name, name)
 
     valid = None
     if ignore is not None:
@@ -277,11 +279,11 @@ def check_loss_inputs(
                 raise ValueError(f"ignore is on {ignore.device} but input is on {input.device}")
             try:
                 if ignore.ndim == input.ndim - 1:
-                    ignore = _as_input_shape(ignore, input, "ignore")
+                    ignore = _as_input_shape(ignore, input, "ignore", name)
                 ignored = torch.broadcast_to(ignore, input.shape)
             except RuntimeError:
                 raise ValueError(
-                    f"ignore must be broadcastable to the input's shape {tuple(input.shape)}; got {tuple(ignore.shape)}"
+                    f"ignore must be broadcastable to the shape of {name} {tuple(input.shape)}; got {tuple(ignore.shape)}"
                 ) from None
             valid = ~ignored.bool()
         elif isinstance(ignore, Real) and not isinstance(ignore, bool):
@@ -302,14 +304,14 @@ def check_loss_inputs(
         if not weight.is_floating_point():
             raise TypeError(f"weight must be a floating tensor; got dtype {weight.dtype}")
         if weight.device != input.device:
-            raise ValueError(f"weight is on {weight.device} but input is on {input.device}")
+            raise ValueError(f"weight is on {weight.device} but {name} is on {input.device}")
         if weight.ndim == input.ndim - 1 and input.shape[1] == 1:
-            weight = _as_input_shape(weight, input, "weight")
+            weight = _as_input_shape(weight, input, "weight", name)
         try:
             weight = torch.broadcast_to(weight, input.shape)
         except RuntimeError:
             raise ValueError(
-                f"weight must be broadcastable to the input's shape {tuple(input.shape)}; got {tuple(weight.shape)}"
+                f"weight must be broadcastable to the shape of {name} {tuple(input.shape)}; got {tuple(weight.shape)}"
             ) from None
 
     if check_values and not torch.compiler.is_compiling():  # reading data would break a compiled graph
@@ -321,7 +323,7 @@ def check_loss_inputs(
             outside = bool((~((target_f >= 0) & (target_f <= 1)) & valid).any())
         if outside:
             hint = " (pass ignore=<value> to mark an ignore_index)" if not target.is_floating_point() else ""
-            raise ValueError(f"target values must lie in [0, 1] (NaN is no label){hint}")
+            raise ValueError(f"{target_name} values must lie in [0, 1] (NaN is no label){hint}")
         if not from_logits:
             if _outside_unit_interval(input):
                 raise ValueError(

@@ -361,7 +361,7 @@ def _check_tolerance(tolerance) -> float:
     return check_number("tolerance", tolerance, low=0.0)
 
 
-def _hard_inputs(pred, target, *, from_logits, ignore, name="pred"):
+def _hard_inputs(pred, target, *, from_logits, ignore, name="pred", target_name="target"):
     """Validate; return (probabilities or hard 0/1 as float, binary target bool, valid bool)."""
     if isinstance(pred, Tensor) and pred.dtype == torch.bool:
         if from_logits:
@@ -373,10 +373,11 @@ def _hard_inputs(pred, target, *, from_logits, ignore, name="pred"):
     if not from_logits and _outside_unit_interval(pred):
         hint = "pass from_logits=True for logits" if name == "pred" else "apply torch.sigmoid to logits first"
         raise ValueError(f"{name} must hold probabilities in [0, 1]; {hint}")
-    checked = check_loss_inputs(pred, target, from_logits=from_logits, ignore=ignore, name=name)
+    checked = check_loss_inputs(pred, target, from_logits=from_logits, ignore=ignore, name=name,
+                                target_name=target_name)
     t = checked.target
     if bool(((t != 0) & (t != 1)).any()):
-        raise ValueError("target must be binary (0 or 1) outside ignored pixels for hard metrics")
+        raise ValueError(f"{target_name} must be binary (0 or 1) outside ignored pixels for hard metrics")
     valid = checked.valid if checked.valid is not None else torch.ones(pred.shape, dtype=torch.bool, device=pred.device)
     x = checked.input.to(torch.float64 if pred.dtype == torch.float64 else torch.float32)
     if from_logits:
@@ -497,7 +498,7 @@ def threshold_counts(probs, targets, *, thresholds=99, tolerance: float = 0, ign
             f"probs must have one channel ([B, 1, *spatial]); got shape {tuple(probs.shape)}: "
             "score each channel separately, e.g. probs[:, c:c+1]"
         )
-    p, gt, valid = _hard_inputs(probs, targets, from_logits=False, ignore=ignore, name="probs")
+    p, gt, valid = _hard_inputs(probs, targets, from_logits=False, ignore=ignore, name="probs", target_name="targets")
     th = _thresholds(thresholds, p.device, p.dtype)
     spatial = p.ndim - 2
     B = p.shape[0]

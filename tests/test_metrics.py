@@ -409,8 +409,14 @@ def test_bad_inputs_raise():
         M.confusion(p * 2, t)
     with pytest.raises(ValueError, match=r"probs must hold probabilities in \[0, 1\]; apply torch.sigmoid"):
         M.ods_ois(p * 2, t)
-    with pytest.raises(ValueError, match="binary"):
+    with pytest.raises(ValueError, match="^target must be binary"):
         M.confusion(p, t * 0.5)
+    with pytest.raises(ValueError, match="^targets must be binary"):
+        M.ods_ois(p, t * 0.5)
+    with pytest.raises(ValueError, match=r"^targets must have the shape of probs"):
+        M.ods_ois(p, torch.zeros(1, 1, 4, 4))
+    with pytest.raises(TypeError, match="^targets must be a torch.Tensor"):
+        M.threshold_counts(p, t.numpy())
     with pytest.raises(TypeError, match="pred"):
         M.confusion(torch.ones(1, 1, 3, 3, dtype=torch.int64), t)
     with pytest.raises(ValueError, match="from_logits"):
