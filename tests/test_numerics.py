@@ -132,8 +132,8 @@ def test_squared_error_of_confident_crack_pixels(name, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS + ["reference"])
 @pytest.mark.parametrize(
-    "name", ["dice", "jaccard", "tversky", "focal_tversky", "dibe_reg", "log_cosh_dice", "exp_log", "unified_focal",
-             "distance_loss"],
+    "name", ["dice", "squared_dice", "jaccard", "tversky", "focal_tversky", "dibe_reg", "log_cosh_dice", "exp_log",
+             "unified_focal", "distance_loss"],
 )
 def test_region_losses_of_a_nearly_perfect_prediction(name, backend):
     """A loss ``1 - index`` with the index 4e-6 short of 1: as ``1 - (hits + eps)/(hits + misses + eps)``

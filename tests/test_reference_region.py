@@ -252,6 +252,17 @@ def test_dice_and_tversky_match_monai(scope, kind, eps):
     torch.testing.assert_close(R.dice(z, target, eps=eps, scope=scope), m_dice_mean(z, target).to(torch.float64), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("scope", ["image", "batch"])
+@pytest.mark.parametrize("kind,eps", [("hard", 1.0), ("soft", 1e-3)])
+def test_squared_dice_matches_monai_squared_pred(scope, kind, eps):
+    monai_losses = pytest.importorskip("monai.losses")
+    z, target, _, _, _ = make_case(kind, seed=9)
+    m_sq = monai_losses.DiceLoss(sigmoid=True, squared_pred=True, smooth_nr=eps, smooth_dr=eps,
+                                 batch=scope == "batch", reduction="none")
+    got = R.squared_dice(z, target, eps=eps, scope=scope, reduction="none").reshape(-1)
+    torch.testing.assert_close(got, m_sq(z, target).reshape(-1).to(got.dtype), rtol=1e-6, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------------------------
 # Edge cases: crack-free, all-crack, fully ignored, perfect and extreme predictions
 # ----------------------------------------------------------------------------------------------

@@ -267,10 +267,13 @@ def dice_plan(*, eps) -> Plan:
 
 
 def squared_dice_plan(*, eps) -> Plan:
-    def per_group(st):
-        return 1 - (2 * st.group(Q.TP) + eps) / (st.group(Q.SUM_TT) + st.group(Q.SUM_PP) + eps)
+    """``sum (p - t)^2 / (2 sum p t + sum (p - t)^2 + eps)``: the squared Dice loss
+    ``1 - (2 TP + eps)/(sum p^2 + sum t^2 + eps)`` with ``sum p^2 + sum t^2 - 2 TP`` summed per pixel
+    as ``SS_FG + SS_BG`` instead of rebuilt by subtraction (see :func:`miss_ratio`)."""
+    def per_group(st: Stats) -> Tensor:
+        return miss_ratio(2 * st.group(Q.TP), st.group(Q.SS_FG) + st.group(Q.SS_BG), eps)
 
-    return region_plan(per_group, (Q.TP, Q.SUM_PP, Q.SUM_TT, Q.COUNT))
+    return region_plan(per_group, (Q.TP, Q.SS_FG, Q.SS_BG, Q.COUNT))
 
 
 def jaccard_plan(*, eps) -> Plan:

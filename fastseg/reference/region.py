@@ -192,15 +192,16 @@ def squared_dice(
 ) -> Tensor:
     """Squared (Milletari, V-Net) Dice loss ``1 - (2 sum p t + eps)/(sum t^2 + sum p^2 + eps)`` (seed 000 eq 5).
 
+    Computed as ``sum (p - t)^2 / (2 sum p t + sum (p - t)^2 + eps)``, the same value, because
+    ``sum t^2 + sum p^2 - 2 sum p t = sum (p - t)^2``: near a perfect prediction ``1 - ratio``
+    would keep only the digits of the ratio that survive the subtraction.
     eps > 0, default 1. ``weight`` must be None (region term).
     """
     eps = check_eps(eps)
     checked, p = prepare(input, target, from_logits=from_logits, scope=scope, reduction=reduction, ignore=ignore, weight=weight)
-    t = checked.target
-    tp = group_sum(p * t, checked, scope)
-    sum_pp = group_sum(p * p, checked, scope)
-    sum_tt = group_sum(t * t, checked, scope)
-    return finish(1 - (2 * tp + eps) / (sum_tt + sum_pp + eps), checked, scope, reduction)
+    tp = group_sum(p * checked.target, checked, scope)
+    squared_error = group_sum(prediction_error(p, checked) ** 2, checked, scope)
+    return finish(miss_ratio(2 * tp, squared_error, eps), checked, scope, reduction)
 
 
 def jaccard(
