@@ -315,8 +315,7 @@ def _make_sum(name: str, impl: str, params: dict):
             raise ValueError(f"a term of a sum is [weight*]loss, e.g. 0.5*focal; got {part!r}") from None
         terms.append((w, make_loss(term.strip(), impl)))
     if impl == "functional":
-        modules = {cls.loss_name: cls for cls in importlib.import_module("fastseg.losses").FusedLoss.__subclasses__()}
-        loss_fn = importlib.import_module("fastseg.losses").CombinedLoss([(w, modules[fn.__name__]()) for w, fn in terms])
+        loss_fn = importlib.import_module("fastseg.losses").build([{"name": fn.__name__, "weight": w} for w, fn in terms])
     else:
         def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             return sum(w * fn(logits, target) for w, fn in terms)

@@ -92,7 +92,8 @@ def check_gradients(model: nn.Module, ddp_grads, criterion_batch: nn.Module, x, 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--loss", default="HybridFocalMarginLoss", help="a class of fastseg.losses with a scope")
+    ap.add_argument("--loss", default="HybridFocalMarginLoss",
+                    help="a loss of fastseg.losses by class or functional name (DiceLoss or dice)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=8, help="global batch, split over the ranks")
     ap.add_argument("--crop", type=int, default=64)
@@ -108,12 +109,11 @@ def main(argv=None) -> int:
     try:
         if args.batch_size < world:
             raise SystemExit(f"--batch-size ({args.batch_size}) must be at least the number of ranks ({world})")
-        cls = getattr(fastseg.losses, args.loss, None)
-        if not (isinstance(cls, type) and issubclass(cls, fastseg.losses.FusedLoss) and cls is not fastseg.losses.FusedLoss):
-            names = sorted(n for n in fastseg.losses.__all__ if n not in ("FusedLoss", "CombinedLoss"))
-            raise SystemExit(f"--loss must be a loss class of fastseg.losses ({', '.join(names)}); got {args.loss!r}")
-        criterion = cls(scope="global")                 # statistics summed over every rank
-        local_view = cls(scope="batch")                 # what a per-rank batch scope would give
+        try:
+            criterion = fastseg.losses.build({"name": args.loss, "scope": "global"})  # summed over every rank
+            local_view = fastseg.losses.build({"name": args.loss, "scope": "batch"})  # one rank's batch alone
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"--loss: {error}") from None
         torch.manual_seed(args.seed)                    # the same initial weights on every rank
         base = make_model().to(device)
         initial = copy.deepcopy(base)
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
                 print(f"step {step:3d}  global loss per rank: {glob}   per-rank batch loss: {per_rank}", flush=True)
             if step == 0 and args.check and rank == 0:
                 grads = [p.grad for p in model.parameters()]
-                diff = check_gradients(initial, grads, cls(scope="batch"), x, t)
+                diff = check_gradients(initial, grads, local_view, x, t)
                 print(f"step   0 check: max |DDP gradient - single-process gradient| = {diff:.3e}", flush=True)
             opt.step()
         dist.barrier()

@@ -20,7 +20,6 @@ truth for ``--show`` validation images; needs matplotlib).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -25,6 +25,7 @@ See the functional form (``fastseg.functional.<name>``) and the reference
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -69,6 +70,7 @@ __all__ = [
     "ShapeAwareLoss",
     "HybridFocalMarginDistanceLoss",
     "CombinedLoss",
+    "build",
 ]
 
 _CALL_ARGS = ("input", "target", "ignore", "weight", "distance")  # distance: the distance losses' call argument
@@ -491,3 +493,82 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}, passes={self.passes}"
+
+
+# building from a configuration ---------------------------------------------------------------
+def _classes_by_name() -> dict[str, type[FusedLoss]]:
+    """Every loss class by its functional name (``"dice"``) and by its class name (``"DiceLoss"``)."""
+    classes = [cls for cls in map(globals().get, __all__) if isinstance(cls, type) and hasattr(cls, "loss_name")]
+    return {**{cls.loss_name: cls for cls in classes}, **{cls.__name__: cls for cls in classes}}
+
+
+def _term_from_text(text: str, where: str) -> tuple[float, FusedLoss]:
+    """``"0.5*focal"`` or ``"focal"`` -> ``(0.5, FocalLoss())``."""
+    weight, _, name = text.strip().rpartition("*")
+    try:
+        w = float(weight) if weight.strip() else 1.0
+    except ValueError:
+        raise ValueError(f"{where} must be [weight*]name, e.g. '0.5*focal'; got {text.strip()!r}") from None
+    return w, _loss_from_name(name.strip(), {}, where)
+
+
+def _loss_from_name(name: str, params: dict, where: str) -> FusedLoss:
+    classes = _classes_by_name()
+    if not name:
+        raise ValueError(f"{where} names no loss (an empty term)")
+    if name not in classes:
+        names = ", ".join(cls.loss_name for cls in dict.fromkeys(classes.values()))
+        raise ValueError(f"{where}: unknown loss {name!r}; one of {names} (or their class names, e.g. DiceLoss)")
+    return classes[name](**params)
+
+
+def _term_from_mapping(config, where: str) -> tuple[float, FusedLoss]:
+    """``{"name": "focal", "weight": 0.5, "gamma": 2.0}`` -> ``(0.5, FocalLoss(gamma=2.0))``."""
+    params = dict(config)
+    if "name" not in params:
+        raise ValueError(f"{where} needs a 'name' key (the loss); got keys {sorted(params)}")
+    name = params.pop("name")
+    weight = check_number(f"{where}['weight']", params.pop("weight", 1.0))
+    if not isinstance(name, str):
+        raise TypeError(f"{where}['name'] must be a str; got {type(name).__name__}")
+    return weight, _loss_from_name(name, params, where)
+
+
+def build(config) -> FusedLoss | CombinedLoss:
+    """A loss module from a configuration (a command line, YAML, Hydra): every loss of this module
+    by its functional name (``"hybrid_focal_margin"``) or its class name (``"HybridFocalMarginLoss"``).
+
+    - ``"dice"``: ``DiceLoss()``;
+    - ``"0.5*focal + dice"``: ``0.5 * FocalLoss() + DiceLoss()`` (each term with its defaults);
+    - ``{"name": "focal", "gamma": 3.0, "scope": "batch"}``: ``FocalLoss(gamma=3.0, scope="batch")``,
+      the other keys being the class's keyword arguments; a ``"weight"`` key is the term's weight
+      in a sum (``{"name": "dice", "weight": 0.5}`` alone is ``0.5 * DiceLoss()``);
+    - a list of names, sums and mappings: their sum, a :class:`CombinedLoss` (fused passes shared
+      as usual), e.g. ``[{"name": "hybrid_focal_margin", "m": 1.0}, {"name": "distance_loss",
+      "weight": 0.5}]``.
+
+    A single loss of weight 1 is returned as its module, anything else as a :class:`CombinedLoss`.
+    Unknown names raise ``ValueError`` listing the names; unknown parameters, the class's
+    ``TypeError`` listing the accepted ones.
+    """
+    if isinstance(config, str):
+        parts = config.split("+")
+        terms = [_term_from_text(part, "config" if len(parts) == 1 else f"term {i} of {config!r}")
+                 for i, part in enumerate(parts)]
+    elif isinstance(config, Mapping):
+        terms = [_term_from_mapping(config, "config")]
+    elif isinstance(config, Sequence) and not isinstance(config, bytes):
+        if not config:
+            raise ValueError("config is an empty list; give at least one loss")
+        terms = []
+        for i, item in enumerate(config):
+            built = build(item) if isinstance(item, str | Mapping) else None
+            if built is None:
+                raise TypeError(f"config[{i}] must be a str or a mapping; got {type(item).__name__}")
+            terms.append((1.0, built))
+    else:
+        raise TypeError(f"config must be a loss name, a sum such as '0.5*focal + dice', a mapping with a 'name' "
+                        f"key or a list of those; got {type(config).__name__}")
+    if len(terms) == 1 and terms[0][0] == 1.0:
+        return terms[0][1]
+    return CombinedLoss(terms)

@@ -17,7 +17,7 @@ import fastseg.functional as FS
 import fastseg.losses as L
 import fastseg.reference as R
 
-CLASSES = [getattr(L, n) for n in L.__all__ if n not in ("FusedLoss", "CombinedLoss")]
+CLASSES = [getattr(L, n) for n in L.__all__ if n not in ("FusedLoss", "CombinedLoss", "build")]
 
 
 def test_one_module_per_functional_loss():
@@ -273,3 +273,60 @@ def test_nan_targets_and_non_finite_weights_are_refused(form):
 def test_the_base_class_is_not_a_loss():
     with pytest.raises(TypeError, match="FusedLoss is a base class"):
         L.FusedLoss()
+
+
+# ----------------------------------------------------------------------------------------------
+# L.build: loss modules from configurations
+# ----------------------------------------------------------------------------------------------
+
+
+def _reference_value(terms, z, t):
+    """``sum w * fastseg.reference.<name>(z, t, **params)`` in float64."""
+    return sum(w * getattr(R, name)(z.double(), t, **params) for w, name, params in terms)
+
+
+@pytest.mark.parametrize(
+    "config, terms",
+    [
+        ("dice", [(1.0, "dice", {})]),
+        ("HybridFocalMarginLoss", [(1.0, "hybrid_focal_margin", {})]),
+        ("0.5*focal + dice", [(0.5, "focal", {}), (1.0, "dice", {})]),
+        ("2 * TverskyLoss+0.25*bce", [(2.0, "tversky", {}), (0.25, "bce", {})]),
+        ({"name": "focal", "gamma": 3.0, "scope": "batch"}, [(1.0, "focal", {"gamma": 3.0})]),
+        ({"name": "dice", "weight": 0.5, "eps": 0.1}, [(0.5, "dice", {"eps": 0.1})]),
+        ([{"name": "hybrid_focal_margin", "m": 1.0}, {"name": "distance_loss", "weight": 0.5}, "0.1*jaccard"],
+         [(1.0, "hybrid_focal_margin", {"m": 1.0}), (0.5, "distance_loss", {}), (0.1, "jaccard", {})]),
+    ],
+    ids=["name", "class-name", "sum", "sum-spaces", "mapping", "weighted-mapping", "list"],
+)
+def test_build_equals_the_reference_sum(config, terms):
+    z, t = _inputs(seed=3)[:2]
+    loss = L.build(config)
+    assert isinstance(loss, L.FusedLoss) == (len(terms) == 1 and terms[0][0] == 1.0)
+    torch.testing.assert_close(loss(z, t).double(), _reference_value(terms, z, t), rtol=1e-5, atol=1e-7)
+
+
+def test_build_shares_passes_as_the_arithmetic_does():
+    built = L.build([{"name": "focal", "weight": 0.5}, "dice", {"name": "distance_loss", "weight": 0.1}])
+    by_hand = 0.5 * L.FocalLoss() + L.DiceLoss() + 0.1 * L.DistanceLoss()
+    assert built.passes == by_hand.passes == ((0, 1, 2),)
+
+
+@pytest.mark.parametrize(
+    "config, error, match",
+    [
+        ("dise", ValueError, r"^config: unknown loss 'dise'; one of bce, .*dice"),
+        ("focal+", ValueError, r"term 1 of 'focal\+' names no loss"),
+        ("x*focal", ValueError, r"must be \[weight\*\]name"),
+        ({"gamma": 2.0}, ValueError, "needs a 'name' key"),
+        ({"name": "focal", "gama": 2.0}, TypeError, "unexpected keyword argument.*gama; accepted: .*gamma"),
+        ({"name": "focal", "weight": "half"}, TypeError, r"config\['weight'\] must be a real number"),
+        ({"name": 3}, TypeError, r"config\['name'\] must be a str"),
+        ([], ValueError, "empty list"),
+        ([3], TypeError, r"config\[0\] must be a str or a mapping"),
+        (3, TypeError, "config must be a loss name"),
+    ],
+)
+def test_build_errors(config, error, match):
+    with pytest.raises(error, match=match):
+        L.build(config)
