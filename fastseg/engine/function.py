@@ -213,6 +213,11 @@ def _(z, t, coeffs, valid, weight, distance, quantities, params, backend):
     return z.new_empty(z.shape)
 
 
+# --------------------------------------------------------------------------------------------
+# autograd of fastseg::fused_sums
+# --------------------------------------------------------------------------------------------
+
+
 def _no_double_backward(ctx, grad):
     raise RuntimeError(
         "fastseg fused losses do not support double backward (the gradient of a gradient): the fused backward "
@@ -221,33 +226,33 @@ def _no_double_backward(ctx, grad):
 
 
 def _setup_grad_context(ctx, inputs, output):
-    """Nothing to save: the backward of ``fused_grad`` only raises."""
+    """Nothing to save: the backward of a gradient op only raises."""
 
 
-torch.library.register_autograd("fastseg::fused_grad", _no_double_backward, setup_context=_setup_grad_context)
+def register_pair_autograd(sums_name: str, grad_name: str, grad_op) -> None:
+    """Autograd of an op pair: the sums op ``(z, t, valid, weight, distance, quantities, params,
+    mode, deterministic) -> S`` is differentiated by its gradient op ``grad_op(z, t, dL/dS, valid,
+    weight, distance, quantities, params, mode) -> dL/dz`` (``mode``: the backend of
+    ``fused_sums``, the kernel forms of the triton pair), which refuses a double backward."""
+
+    def setup_context(ctx, inputs, output):
+        z, t, valid, weight, distance, quantities, params, mode, _deterministic = inputs
+        ctx.save_for_backward(z, t, valid, weight, distance, params)
+        ctx.meta = (quantities, mode)
+
+    def backward(ctx, grad_S):
+        z, t, valid, weight, distance, params = ctx.saved_tensors
+        quantities, mode = ctx.meta
+        grad_z = None
+        if ctx.needs_input_grad[0]:
+            grad_z = grad_op(z, t, grad_S.contiguous(), valid, weight, distance, quantities, params, mode)
+        return grad_z, None, None, None, None, None, None, None, None
+
+    torch.library.register_autograd(sums_name, backward, setup_context=setup_context)
+    torch.library.register_autograd(grad_name, _no_double_backward, setup_context=_setup_grad_context)
 
 
-# --------------------------------------------------------------------------------------------
-# autograd of fastseg::fused_sums
-# --------------------------------------------------------------------------------------------
-
-
-def _setup_sums_context(ctx, inputs, output):
-    z, t, valid, weight, distance, quantities, params, backend, deterministic = inputs
-    ctx.save_for_backward(z, t, valid, weight, distance, params)
-    ctx.meta = (quantities, backend)
-
-
-def _sums_backward(ctx, grad_S):
-    z, t, valid, weight, distance, params = ctx.saved_tensors
-    quantities, backend = ctx.meta
-    grad_z = None
-    if ctx.needs_input_grad[0]:
-        grad_z = fused_grad(z, t, grad_S.contiguous(), valid, weight, distance, quantities, params, backend)
-    return grad_z, None, None, None, None, None, None, None, None
-
-
-torch.library.register_autograd("fastseg::fused_sums", _sums_backward, setup_context=_setup_sums_context)
+register_pair_autograd("fastseg::fused_sums", "fastseg::fused_grad", fused_grad)
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,21 +344,7 @@ def register_triton_ops() -> None:
             launch_wrapper=torch.library.wrap_triton,
         )
 
-    def _setup_triton_context(ctx, inputs, output):
-        z, t, valid, weight, distance, quantities, params, forms, deterministic = inputs
-        ctx.save_for_backward(z, t, valid, weight, distance, params)
-        ctx.meta = (quantities, forms)
-
-    def _triton_backward(ctx, grad_S):
-        z, t, valid, weight, distance, params = ctx.saved_tensors
-        quantities, forms = ctx.meta
-        grad_z = None
-        if ctx.needs_input_grad[0]:
-            grad_z = fused_grad_triton(z, t, grad_S.contiguous(), valid, weight, distance, quantities, params, forms)
-        return grad_z, None, None, None, None, None, None, None, None
-
-    torch.library.register_autograd("fastseg::fused_sums_triton", _triton_backward, setup_context=_setup_triton_context)
-    torch.library.register_autograd("fastseg::fused_grad_triton", _no_double_backward, setup_context=_setup_grad_context)
+    register_pair_autograd("fastseg::fused_sums_triton", "fastseg::fused_grad_triton", fused_grad_triton)
     _triton_ops_registered = True
 
 
