@@ -31,16 +31,10 @@ def as_compute(x: Tensor) -> Tensor:
 
 
 def log_probs(x: Tensor, from_logits: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Return ``(p, log p, log(1-p))`` for logits or probabilities ``x``.
-
-    For logits ``p`` is ``sigmoid(z)`` for z <= 0 and ``1 - sigmoid(-z)`` for z > 0: the same
-    values, but autograd differentiates a sigmoid as ``y (1 - y)`` of its output y, which rounds to
-    0 once y rounds to 1 (z > 37 in float64, 17 in float32) where the derivative is ``e^-z``; the
-    small sigmoid keeps it."""
+    """Return ``(p, log p, log(1-p))`` for logits or probabilities ``x``."""
     x = as_compute(x)
     if from_logits:
-        p = torch.where(x > 0, 1 - torch.sigmoid(-x), torch.sigmoid(x))
-        return p, F.logsigmoid(x), F.logsigmoid(-x)
+        return torch.sigmoid(x), F.logsigmoid(x), F.logsigmoid(-x)
     return x, _clamped_log(x), _clamped_log(1 - x)
 
 
