@@ -18,7 +18,8 @@ make a new module to change them. Modules and their sums pickle (``torch.save``,
     >>> HybridFocalMarginLoss(m=1.0)
     HybridFocalMarginLoss(m=1.0, gamma_f=2.0, gamma=0.75, delta=0.7, symmetric=False, lam=None, eps=1.0, scope='image', reduction='mean')
 
-See the functional form (``fastseg.functional.<name>``) and the reference
+:func:`build` makes the same modules, and their sums, from a configuration (names, ``"0.5*focal +
+dice"``, mappings, lists). See the functional form (``fastseg.functional.<name>``) and the reference
 (``fastseg.reference.<name>``) for the formula, its source and the catalog's decisions.
 """
 
