@@ -7,7 +7,8 @@
 What it shows, in the ~30 lines of :func:`train_loop`:
 
 - the loss is an ``nn.Module`` from :mod:`fastseg.losses`, built once, its arguments checked in
-  ``__init__`` (``--loss`` names the class, extra ``--name value`` options are its arguments);
+  ``__init__`` (``--loss`` names the class, extra ``--name value`` options are its arguments;
+  :func:`fastseg.losses.build` makes it);
 - ``torch.compile`` wraps model *and* loss in one step function; fastseg's fused losses are
   registered custom ops, so the graph does not break at the loss;
 - under ``torch.autocast`` the logits arrive in fp16 (CUDA) or bf16 (CPU); fastseg accumulates
@@ -34,15 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 import fastseg.losses  # noqa: E402
-
-
-def make_module(name: str, **params) -> torch.nn.Module:
-    """``fastseg.losses.<name>(**params)``; a ValueError lists the classes on a wrong name."""
-    classes = sorted(n for n in dir(fastseg.losses) if isinstance(getattr(fastseg.losses, n), type)
-                     and issubclass(getattr(fastseg.losses, n), fastseg.losses.FusedLoss) and n != "FusedLoss")
-    if name not in classes:
-        raise ValueError(f"loss must be one of {', '.join(classes)}; got {name!r}")
-    return getattr(fastseg.losses, name)(**params)
 
 
 def train_loop(model, criterion, train_split, normalize, *, steps, batch_size, crop, lr, device, amp, compile, seed=0):
@@ -78,7 +70,8 @@ def train_loop(model, criterion, train_split, normalize, *, steps, batch_size, c
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0], epilog="Extra --name value options are the loss's arguments.")
-    parser.add_argument("--loss", default="HybridFocalMarginLoss", help="an nn.Module class of fastseg.losses")
+    parser.add_argument("--loss", default="HybridFocalMarginLoss",
+                        help="a loss of fastseg.losses by class or functional name (HybridFocalMarginLoss or hybrid_focal_margin)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=128)
@@ -94,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     compile = device.type == "cuda" if args.compile is None else args.compile
     amp = device.type == "cuda" if args.amp is None else args.amp
     try:
-        criterion = make_module(args.loss, **_common.parse_loss_params(extra))
+        criterion = fastseg.losses.build({"name": args.loss, **_common.parse_loss_params(extra)})
     except (ValueError, TypeError) as err:
         parser.error(str(err))
     train, val = _common.load_data(args.data, args.crackforest)
