@@ -114,14 +114,15 @@ def test_saturated_probabilities_give_bce_loss_value(fn, dtype):
     torch.testing.assert_close(got.to(dtype), want, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("labels", [torch.float32, torch.bool], ids=["soft_dtype", "bool"])
 @pytest.mark.parametrize("backend", BACKENDS + ["inductor"])
-@pytest.mark.parametrize("name", ["sensitivity_specificity", "hausdorff_dt"])
-def test_squared_error_of_confident_crack_pixels(name, backend):
+@pytest.mark.parametrize("name", ["sensitivity_specificity", "hausdorff_dt", "squared_dice"])
+def test_squared_error_of_confident_crack_pixels(name, backend, labels):
     """``p - t`` on a crack pixel is ``-(1 - p)``: as ``sigmoid(z) - 1`` in float32 it rounds to a
     multiple of 2^-24 (or to 0 from z = 17 on), so ``(p - t)^2`` and its gradient lost every digit on
     confidently found cracks; taken as ``(1 - t) - q`` it keeps them."""
     z = torch.tensor([[6.0, 9.0, 12.0, 16.0, 20.0, 14.0, -3.0, 0.5, -9.0, 2.0]]).reshape(1, 1, 2, 5)
-    t = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]]).reshape(1, 1, 2, 5)
+    t = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]]).reshape(1, 1, 2, 5).to(labels)
     want, want_grad = _value_and_grad(getattr(R, name), z.double(), t)
     got, got_grad = _value_and_grad(getattr(FS, name), z, t, backend=backend)
     assert got == pytest.approx(want, rel=1e-5)
@@ -135,7 +136,8 @@ def test_squared_error_of_confident_crack_pixels(name, backend):
     "name", ["dice", "squared_dice", "jaccard", "tversky", "focal_tversky", "dibe_reg", "log_cosh_dice", "exp_log",
              "unified_focal", "distance_loss"],
 )
-def test_region_losses_of_a_nearly_perfect_prediction(name, backend):
+@pytest.mark.parametrize("labels", [torch.float32, torch.bool], ids=["soft_dtype", "bool"])
+def test_region_losses_of_a_nearly_perfect_prediction(name, backend, labels):
     """A loss ``1 - index`` with the index 4e-6 short of 1: as ``1 - (hits + eps)/(hits + misses + eps)``
     in float32 it kept one or two digits (and so did its gradient); as ``misses/(hits + misses + eps)``
     (and ``-log index`` as ``log1p(misses/(hits + eps))``) it keeps them all, in the float32 reference too."""
@@ -144,6 +146,7 @@ def test_region_losses_of_a_nearly_perfect_prediction(name, backend):
     t[0, :, 20:23, :] = 1
     t[1, :, :, 30] = 1
     z = torch.where(t > 0, 1.0, -1.0) * (15.0 + 3.0 * torch.rand(t.shape, generator=g))
+    t = t.to(labels)
     want, want_grad = _value_and_grad(getattr(R, name), z.double(), t)
     fn = getattr(R, name) if backend == "reference" else getattr(FS, name)
     kw = {} if backend == "reference" else {"backend": backend}

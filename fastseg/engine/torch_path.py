@@ -177,6 +177,7 @@ class _Chunk:
             self.t = t.to(dtype)
         else:
             self.t = torch.where(valid, t.to(dtype), 0.0)  # ignored pixels: t = 0 (whatever they hold)
+        self.hard = not t.is_floating_point()  # bool / uint8 labels: t is exactly 0 or 1
         self.w = None if weight is None else weight.to(dtype)
         self.d = None if distance is None else distance.to(dtype)
 
@@ -244,7 +245,13 @@ class _Chunk:
 
     @cached_property
     def p_minus_t(self) -> Tensor:  # as (1 - t) - q where t > 1/2: p - 1 would cancel on crack pixels
+        if self.hard:  # one product is 0 and the other exact: no select needed
+            return torch.mul(self.p, self.nt).sub_(torch.mul(self.q, self.t))
         return torch.where(self.t > 0.5, torch.rsub(self.t, 1.0).sub_(self.q), self.p - self.t)
+
+    @cached_property
+    def squared_error(self) -> Tensor:  # (p - t)^2
+        return self.p_minus_t.square()
 
     # per-pixel quantities (before the valid / weight factors) -----------------------------
     def fg_ce(self) -> Tensor:  # (1-p)^g (-log sigmoid(z-m))
@@ -319,13 +326,13 @@ def _chunk_sums(c: _Chunk, quantities) -> list[Tensor]:
         elif k == Q.DIBE_BG:
             s = _rowdot(c.dibe(False), c.ntw)
         elif k == Q.SS_FG:
-            s = _rowdot(c.p_minus_t.square(), c.t)
+            s = _rowdot(c.squared_error, c.t)
         elif k == Q.SS_BG:
-            s = _rowdot(c.p_minus_t.square(), c.nt)
+            s = _rowdot(c.squared_error, c.nt)
         elif k == Q.D_FP:
             s = _rowdot(c.p * c.d, c.nt)
         elif k == Q.D_SQERR:
-            sq = c.p_minus_t.square() * c.d
+            sq = c.squared_error * c.d
             s = _rowsum(sq) if c.v is None else _rowdot(sq, c.v)
         elif k == Q.FP:
             s = _rowdot(c.p, c.nt)
