@@ -5,6 +5,8 @@ formulation lost the answer: confusion sums rebuilt by subtraction, ``sigmoid(z 
 confident pixels, and ``exp(m)`` overflowing for large margins.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -112,6 +114,21 @@ def test_saturated_probabilities_give_bce_loss_value(fn, dtype):
     want = torch.nn.functional.binary_cross_entropy(p, t)
     got = fn(p, t, from_logits=False)
     torch.testing.assert_close(got.to(dtype), want, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype, p", [(torch.float64, 4.4e-17), (torch.float32, 1e-9)])
+@pytest.mark.parametrize("fn", [R.bce, FS.bce, R.el_ce, FS.el_ce], ids=["bce-ref", "bce-fused", "el_ce-ref", "el_ce-fused"])
+def test_background_probabilities_that_one_minus_p_rounds_away(fn, dtype, p):
+    """``-log(1 - p)`` of a background pixel with p below 1 - p's rounding (2^-53 / 2^-24): as
+    ``log(1 - p)`` it was 0 in the reference, and ``(-log(1 - p))^0.25`` 0 instead of 8e-5 (float64)
+    or 0.0056 (float32); ``log1p(-p)`` keeps it (the hand values use math.log1p)."""
+    probs = torch.tensor([p, 0.25], dtype=dtype).reshape(1, 1, 2)
+    t = torch.zeros(1, 1, 2)
+    gce = 0.25 if fn in (R.el_ce, FS.el_ce) else 1.0
+    kw = {"gamma_ce": gce} if gce != 1.0 else {}
+    got = fn(probs, t, from_logits=False, reduction="none", **kw).reshape(-1)
+    want = [(-math.log1p(-x)) ** gce for x in (probs[0, 0, 0].item(), 0.25)]
+    assert got.tolist() == pytest.approx(want, rel=1e-5, abs=0)
 
 
 @pytest.mark.parametrize("labels", [torch.float32, torch.bool], ids=["soft_dtype", "bool"])

@@ -35,7 +35,7 @@ def log_probs(x: Tensor, from_logits: bool) -> tuple[Tensor, Tensor, Tensor]:
     x = as_compute(x)
     if from_logits:
         return torch.sigmoid(x), F.logsigmoid(x), F.logsigmoid(-x)
-    return x, _clamped_log(x), _clamped_log(1 - x)
+    return x, _clamped_log(x), _clamped_log1m(x)
 
 
 def _clamped_log(x: Tensor) -> Tensor:
@@ -44,6 +44,15 @@ def _clamped_log(x: Tensor) -> Tensor:
     keeps the gradient finite."""
     tiny = torch.finfo(x.dtype).tiny
     return torch.where(x > 0, torch.log(x.clamp_min(tiny)), LOG_CLAMP).clamp_min(LOG_CLAMP)
+
+
+def _clamped_log1m(x: Tensor) -> Tensor:
+    """``log(1 - x)`` as ``log1p(-x)``, which keeps a small ``x`` that ``1 - x`` rounds away (below
+    2^-53 in float64, 2^-24 in float32: ``(-log(1 - p))^0.25`` of p = 1e-17 is 8e-5, not 0), with
+    ``log 0 = -100`` at x = 1 as :func:`_clamped_log` (the inner ``where`` keeps that pixel's
+    gradient finite)."""
+    below_one = x < 1
+    return torch.where(below_one, torch.log1p(-torch.where(below_one, x, 0.0)), LOG_CLAMP).clamp_min(LOG_CLAMP)
 
 
 def logits_of(x: Tensor, from_logits: bool) -> Tensor:
