@@ -486,6 +486,8 @@ def _confusion_factor(c: _Chunk, coef: dict) -> Tensor | None:
         return None if a_t is None else c.t * a_t
     if a_t is None:
         return c.nt * a_nt
+    if c.hard:  # t is 0 or 1: one product is 0 and the other exact (and 3x faster than lerp here)
+        return torch.mul(c.t, a_t).add_(torch.mul(c.nt, a_nt))
     return _mul(torch.lerp(a_nt, a_t, c.t), c.v)
 
 
