@@ -170,3 +170,22 @@ def test_region_losses_of_a_nearly_perfect_prediction(name, backend, labels):
     got, got_grad = _value_and_grad(fn, z, t, **kw)
     assert got == pytest.approx(want, rel=2e-5)
     assert _relative(got_grad, want_grad) <= 2e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["inductor"])
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+@pytest.mark.parametrize("name", ["distance_loss", "hybrid_focal_margin_distance"])
+def test_distance_factor_below_one_with_far_false_positives(name, alpha, backend):
+    """Seed 003's factor ``1 + L_Dist (alpha - 1)`` with alpha < 1 and every false positive at the
+    farthest column (ND = 1, L_Dist = 1 - 4e-8): as ``1 - (1 - alpha) L_Dist`` in float32 it kept one
+    or two digits at alpha = 0 (the loss 14 % off); evaluated as ``alpha + (1 - alpha)(1 - L_Dist)``
+    with ``1 - L_Dist`` summed from ``1 - ND`` it keeps them all."""
+    t = torch.zeros(2, 1, 8, 32)
+    t[:, :, :, 0] = 1
+    z = torch.full(t.shape, -20.0)
+    z[:, :, :, 0] = 20.0
+    z[:, :, :, -1] = 5.0
+    want, want_grad = _value_and_grad(getattr(R, name), z.double(), t, alpha=alpha)
+    got, got_grad = _value_and_grad(getattr(FS, name), z, t, alpha=alpha, backend=backend)
+    assert got == pytest.approx(want, rel=1e-5)
+    assert _relative(got_grad, want_grad) <= 1e-5

@@ -14,7 +14,7 @@ written again here so the reference stays an independent oracle:
 - crack pixels are ``t > 0.5`` at valid pixels, the predicted mask ``p > 0.5`` at valid pixels
   (``p = sigmoid(z)`` in the compute dtype, as the reference thresholds it);
 - ND (:func:`distance_loss_maps`): the EDT to the nearest crack over its per-image maximum over
-  valid pixels, 1 on crack-free images;
+  valid pixels, 1 on crack-free images (``1 - ND`` for alpha < 1, :func:`nearness_maps`);
 - Hausdorff DT: ``w (d_t^a + d_p^a)`` with two-sided boundary fields;
 - distance-map CE: ``w (1 + Phi)``, Phi the per-class inverted boundary distance;
 - shape-aware: ``w (1 + E)``, E the mean distance of predicted boundary pixels to the target's.
@@ -122,16 +122,39 @@ def normalized_distance(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tenso
     return torch.addcdiv(crack_free.to(d.dtype), d, _divisor(top, crack_free))
 
 
+def nearness(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
+    """``1 - ND`` without rounding ND first: ``(top - d) / top`` per image (``top`` as in
+    :func:`normalized_distance`), 0 on crack-free images (ND = 1), 1 where ``top`` is 0 (ND = 0)."""
+    top = _group_max(d, valid)
+    crack_free = ~crack.any(dim=_spatial(crack), keepdim=True)
+    flat = top == 0
+    # per-image operands, then two full-size ops: (numerator - d) / denominator
+    numerator = torch.where(crack_free, 0.0, torch.where(flat, 1.0, top))
+    denominator = torch.where(crack_free, math.inf, torch.where(flat, 1.0, top.clamp_min(torch.finfo(top.dtype).tiny)))
+    return torch.sub(numerator, d).div_(denominator)
+
+
 def distance_loss_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor | None, Tensor]:
     """``(w, ND)``: the caller's weight unchanged (a compound's pointwise term reads it) and seed
     003's normalised distance to the nearest crack (``distance`` = raw EDT)."""
+    return checked.weight, _crack_distance_map(checked, distance, normalized_distance)
+
+
+def nearness_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor | None, Tensor]:
+    """``(w, 1 - ND)`` (:func:`nearness`): the map of seed 003's loss for alpha < 1
+    (:func:`fastseg.engine.plans.reads_nearness`)."""
+    return checked.weight, _crack_distance_map(checked, distance, nearness)
+
+
+def _crack_distance_map(checked: CheckedInputs, distance, normalise) -> Tensor:
+    """``normalise(d, crack, valid)`` of the EDT ``d`` to the nearest crack (or the caller's map)."""
     dtype = compute_dtype(checked.input)
     crack = crack_mask(checked)
     with torch.no_grad():
         d = user_distance(distance, checked, dtype)
         if d is None:
             d = edt_of_mask(crack, to="foreground", dtype=dtype)
-        return checked.weight, normalized_distance(d, crack, _valid(checked))
+        return normalise(d, crack, _valid(checked))
 
 
 def hausdorff_maps(alpha: float):

@@ -330,12 +330,24 @@ def compound_plan(pointwise: Plan, w_point: float, region: Callable[[Stats], Ten
 _DISTANCE_CONF = CONFUSION + (Q.D_FP,)
 
 
-def distance_factor(st: Stats, alpha: float, eps_dist: float) -> Tensor:
-    """Seed 003 eq 1/3 per group: ``1 + L_Dist (alpha - 1)``, ``L_Dist = D_FP / (FP + eps_dist)``.
+def reads_nearness(alpha: float) -> bool:
+    """Whether seed 003's loss with this alpha reads ``1 - ND`` (:func:`.distance_maps.nearness_maps`)
+    instead of ND (:func:`.distance_maps.distance_loss_maps`) as its distance map: for alpha < 1."""
+    return alpha < 1
 
-    FP is summed directly, not as ``SUM_P - TP``: a few weak false alarms beside confident cracks
-    would lose most of its float32 digits in that subtraction (see :mod:`.spec`).
+
+def distance_factor(st: Stats, alpha: float, eps_dist: float) -> Tensor:
+    """Seed 003 eq 1/3 per group: ``1 + L_Dist (alpha - 1)``, ``L_Dist = sum(ND FP) / (FP + eps_dist)``.
+
+    For alpha >= 1 it is a sum of non-negative terms, with ``D_FP = sum(ND FP)``. For alpha < 1 it
+    is ``1 - (1 - alpha) L_Dist``, which cancels when alpha is near 0 and the false positives are
+    far (L_Dist near 1), so it is evaluated as ``alpha + (1 - alpha)(1 - L_Dist)`` with
+    ``1 - L_Dist = (sum((1 - ND) FP) + eps_dist) / (FP + eps_dist)``, D_FP then summing ``1 - ND``
+    (:func:`reads_nearness`). FP is summed directly, not as ``SUM_P - TP``: a few weak false alarms
+    beside confident cracks would lose most of its float32 digits in that subtraction (see :mod:`.spec`).
     """
+    if reads_nearness(alpha):
+        return alpha + (1 - alpha) * (st.group(Q.D_FP) + eps_dist) / (st.group(Q.FP) + eps_dist)
     return 1 + st.group(Q.D_FP) / (st.group(Q.FP) + eps_dist) * (alpha - 1)
 
 
