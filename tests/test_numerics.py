@@ -189,3 +189,19 @@ def test_distance_factor_below_one_with_far_false_positives(name, alpha, backend
     got, got_grad = _value_and_grad(getattr(FS, name), z, t, alpha=alpha, backend=backend)
     assert got == pytest.approx(want, rel=1e-5)
     assert _relative(got_grad, want_grad) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["inductor"])
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_distance_factor_below_one_on_crack_free_and_all_crack_images(alpha, backend):
+    """The ``1 - ND`` map's special images, crack-free (ND = 1) and all-crack (nothing to normalise),
+    beside an ordinary one; per image against the float64 reference."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(3, 1, 9, 11, generator=g) * 3
+    t = torch.zeros(3, 1, 9, 11)
+    t[1, :, 4, :] = 1
+    t[2] = 1
+    want = R.distance_loss(z.double(), t, alpha=alpha, reduction="none")
+    device = TRITON_DEVICE if backend == "triton" else "cpu"
+    got = FS.distance_loss(z.to(device), t.to(device), alpha=alpha, reduction="none", backend=backend)
+    torch.testing.assert_close(got.double().cpu(), want, rtol=1e-5, atol=1e-7)

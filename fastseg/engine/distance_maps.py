@@ -114,24 +114,24 @@ def _times_weight(x: Tensor, checked: CheckedInputs) -> Tensor:
 # ------------------------------------------------------------------------------------ the maps
 
 
+def _top_and_crack_free(d: Tensor, crack: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Per image and channel: the max of ``d`` over the valid pixels, and whether it has no crack."""
+    return _group_max(d, valid), ~crack.any(dim=_spatial(crack), keepdim=True)
+
+
 def normalized_distance(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
     """ND: ``d`` over its per-image max (valid pixels); 0 where that max is 0; 1 if crack-free."""
-    top = _group_max(d, valid)
-    crack_free = ~crack.any(dim=_spatial(crack), keepdim=True)
+    top, crack_free = _top_and_crack_free(d, crack, valid)
     # One full-size op on per-image operands: ND = offset + d / divisor, offset 1 on crack-free images.
     return torch.addcdiv(crack_free.to(d.dtype), d, _divisor(top, crack_free))
 
 
 def nearness(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
     """``1 - ND`` without rounding ND first: ``(top - d) / top`` per image (``top`` as in
-    :func:`normalized_distance`), 0 on crack-free images (ND = 1), 1 where ``top`` is 0 (ND = 0)."""
-    top = _group_max(d, valid)
-    crack_free = ~crack.any(dim=_spatial(crack), keepdim=True)
-    flat = top == 0
-    # per-image operands, then two full-size ops: (numerator - d) / denominator
-    numerator = torch.where(crack_free, 0.0, torch.where(flat, 1.0, top))
-    denominator = torch.where(crack_free, math.inf, torch.where(flat, 1.0, top.clamp_min(torch.finfo(top.dtype).tiny)))
-    return torch.sub(numerator, d).div_(denominator)
+    :func:`normalized_distance`), 0 on crack-free images (ND = 1). Where ``top`` is 0 (every valid
+    pixel a crack) it is 0 too, not 1 - ND = 1: no false positive is there to read it."""
+    top, crack_free = _top_and_crack_free(d, crack, valid)
+    return torch.div(top - d, _divisor(top, crack_free))
 
 
 def distance_loss_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor | None, Tensor]:
