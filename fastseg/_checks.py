@@ -226,6 +226,26 @@ def _as_input_shape(tensor: Tensor, input: Tensor, name: str, input_name: str = 
     )
 
 
+def check_distance_map(distance, input: Tensor, dtype: torch.dtype, *, check_values: bool = True) -> Tensor | None:
+    """A precomputed distance map (a distance loss's ``distance=``) in ``input``'s shape and
+    ``dtype``, detached (distance maps carry no gradient); ``None`` passes. ``check_values``:
+    finite and non-negative, one pass and one read-back (skipped while torch.compile traces)."""
+    if distance is None:
+        return None
+    if not isinstance(distance, Tensor):
+        raise TypeError(f"distance must be None or a floating tensor; got {type(distance).__name__}")
+    if not distance.is_floating_point():
+        raise TypeError(f"distance must be a floating tensor; got dtype {distance.dtype}")
+    if distance.device != input.device:
+        raise ValueError(f"distance is on {distance.device} but input is on {input.device}")
+    distance = _as_input_shape(distance, input, "distance")
+    if check_values and not torch.compiler.is_compiling() and distance.numel():
+        low, high = torch.aminmax(distance)  # NaN, inf and negatives in one pass
+        if not bool((low >= 0) & torch.isfinite(high)):
+            raise ValueError("distance must be finite and non-negative")
+    return distance.detach().to(dtype)
+
+
 def check_no_weight(weight, loss: str = "a region loss") -> None:
     """``ValueError`` unless ``weight`` is None: per-pixel weights scale pointwise (cross-entropy)
     terms only, and a loss without one must not take a weight it would silently leave unused."""
@@ -233,6 +253,18 @@ def check_no_weight(weight, loss: str = "a region loss") -> None:
         raise ValueError(
             f"weight must be None for {loss}: it has no pointwise term to weight "
             "(per-pixel weights scale cross-entropy terms, never confusion sums)"
+        )
+
+
+def check_no_gradient_expected(name: str, tensor) -> None:
+    """``ValueError`` if ``tensor`` (a target or weight of a fused loss) requires grad while grad mode
+    is on: the fused passes differentiate with respect to the input only, and a gradient the caller
+    asked for must not be dropped silently. :mod:`fastseg.reference` differentiates all of them."""
+    if isinstance(tensor, Tensor) and tensor.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"{name} requires grad, but the fused losses differentiate with respect to input only "
+            f"(its gradient would be dropped); pass {name}.detach(), or use fastseg.reference for a "
+            f"gradient with respect to {name}"
         )
 
 

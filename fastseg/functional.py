@@ -44,6 +44,7 @@ from ._checks import (
     REDUCTIONS,
     check_choice,
     check_loss_inputs,
+    check_no_gradient_expected,
     check_no_weight,
     check_number,
     check_probability,
@@ -131,6 +132,8 @@ def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, 
         check_values=value_checks_apply(input),
         convert_target=False,  # the backends read bool/uint8 targets as they are (1 byte a pixel)
     )
+    check_no_gradient_expected("target", target)
+    check_no_gradient_expected("weight", weight)
     x = checked.input
     z = x if from_logits else _logits(x)
     B, C = x.shape[0], x.shape[1]

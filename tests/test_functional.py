@@ -364,10 +364,14 @@ def test_double_backward_raises():
 
 
 def test_gradient_only_to_input():
+    """A target or weight asking for a gradient is refused (tests/test_losses.py has the cases);
+    detached, the input alone gets one."""
     z = torch.randn(1, 1, 4, 4, requires_grad=True)
     t = torch.rand(1, 1, 4, 4, requires_grad=True)
     w = torch.rand(1, 1, 4, 4, requires_grad=True)
-    FS.focal(z, t, weight=w, backend="torch").backward()
+    with pytest.raises(ValueError, match="target requires grad"):
+        FS.focal(z, t, weight=w, backend="torch")
+    FS.focal(z, t.detach(), weight=w.detach(), backend="torch").backward()
     assert z.grad is not None and t.grad is None and w.grad is None
 
 

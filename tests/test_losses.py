@@ -270,6 +270,28 @@ def test_nan_targets_and_non_finite_weights_are_refused(form):
     assert torch.isnan(fn(bad_z, t))
 
 
+@pytest.mark.parametrize("form", ["functional", "module", "combined"])
+def test_a_target_or_weight_that_requires_grad_is_refused_not_dropped(form):
+    """The fused passes differentiate with respect to the input only: a target or weight that asks
+    for a gradient (a teacher's soft labels, a learned weight map) raises instead of getting none,
+    and the same call detached, or under no_grad, runs. The reference gives both gradients."""
+    z, t, ignore, w = _inputs(5)
+    fn = {"functional": lambda *a, **k: FS.focal(*a, backend="torch", **k), "module": L.FocalLoss(backend="torch"),
+          "combined": L.FocalLoss(backend="torch") + L.DiceLoss(backend="torch")}[form]
+    soft, weight = t.clone().requires_grad_(), w.clone().requires_grad_()
+    for kwargs, name in (({"target": soft}, "target"), ({"target": t, "weight": weight}, "weight")):
+        with pytest.raises(ValueError, match=f"{name} requires grad, .* input only .* {name}.detach"):
+            fn(z, **kwargs)
+        with torch.no_grad():
+            assert torch.isfinite(fn(z, **kwargs))
+    expected = R.focal(z, soft.detach(), weight=weight.detach())
+    if form == "combined":
+        expected = expected + R.dice(z, soft.detach())
+    torch.testing.assert_close(fn(z, soft.detach(), weight=weight.detach()), expected, rtol=1e-10, atol=1e-12)
+    R.focal(z, soft, weight=weight).backward()
+    assert soft.grad is not None and bool(soft.grad.abs().sum() > 0) and weight.grad is not None
+
+
 def test_the_base_class_is_not_a_loss():
     with pytest.raises(TypeError, match="FusedLoss is a base class"):
         L.FusedLoss()

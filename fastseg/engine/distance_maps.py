@@ -31,7 +31,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._checks import CheckedInputs, _as_input_shape, compute_dtype, value_checks_apply
+from .._checks import CheckedInputs, check_distance_map, compute_dtype, value_checks_apply
 from ..edt import boundary_field_of_mask, edt_of_mask, inner_boundary_of_mask
 from .scalars import as_operand
 
@@ -73,24 +73,9 @@ def predicted_mask(checked: CheckedInputs, from_logits: bool) -> Tensor:
 
 def user_distance(distance, checked: CheckedInputs, dtype: torch.dtype) -> Tensor | None:
     """A precomputed target map in the input's shape and ``dtype``, detached; ``None`` passes.
-
-    Its values are checked (finite, non-negative) except under ``torch.compile`` and during a
-    CUDA graph capture, where the check would read data back to the host.
-    """
-    if distance is None:
-        return None
-    if not isinstance(distance, Tensor):
-        raise TypeError(f"distance must be None or a floating tensor; got {type(distance).__name__}")
-    if not distance.is_floating_point():
-        raise TypeError(f"distance must be a floating tensor; got dtype {distance.dtype}")
-    if distance.device != checked.input.device:
-        raise ValueError(f"distance is on {distance.device} but input is on {checked.input.device}")
-    distance = _as_input_shape(distance, checked.input, "distance")
-    if value_checks_apply(distance) and distance.numel():
-        low, high = torch.aminmax(distance)  # NaN, inf and negatives in one pass, one read-back
-        if not bool((low >= 0) & torch.isfinite(high)):
-            raise ValueError("distance must be finite and non-negative")
-    return distance.detach().to(dtype)
+    Its values are checked where the fused call checks values (:func:`value_checks_apply`: not
+    under ``torch.compile`` nor during a CUDA graph capture, which a read-back would break)."""
+    return check_distance_map(distance, checked.input, dtype, check_values=value_checks_apply(checked.input))
 
 
 def _group_max(x: Tensor, where: Tensor | None) -> Tensor:

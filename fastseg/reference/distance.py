@@ -23,7 +23,7 @@ from torch import Tensor
 from .._checks import (
     REDUCTIONS,
     CheckedInputs,
-    _as_input_shape,
+    check_distance_map,
     check_choice,
     check_loss_inputs,
     check_no_weight,
@@ -49,22 +49,6 @@ __all__ = ["distance_loss", "distance_map_ce", "hausdorff_dt", "shape_aware", "h
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def _check_distance(distance, checked: CheckedInputs, dtype: torch.dtype) -> Tensor | None:
-    """A user-supplied distance map in the input's shape and compute dtype, detached."""
-    if distance is None:
-        return None
-    if not isinstance(distance, Tensor):
-        raise TypeError(f"distance must be None or a floating tensor; got {type(distance).__name__}")
-    if not distance.is_floating_point():
-        raise TypeError(f"distance must be a floating tensor; got dtype {distance.dtype}")
-    if distance.device != checked.input.device:
-        raise ValueError(f"distance is on {distance.device} but input is on {checked.input.device}")
-    distance = _as_input_shape(distance, checked.input, "distance")
-    if not bool(torch.isfinite(distance).all()) or bool((distance < 0).any()):
-        raise ValueError("distance must be finite and non-negative")
-    return distance.detach().to(dtype)
 
 
 def _spatial(x: Tensor) -> tuple[int, ...]:
@@ -194,7 +178,7 @@ def distance_loss(
     crack = t > 0.5
     valid = _valid_bool(checked)
     with torch.no_grad():
-        d = _check_distance(distance, checked, p.dtype)
+        d = check_distance_map(distance, checked.input, p.dtype)
         if d is None:
             d = edt_of_mask(crack, to="foreground", dtype=p.dtype)
         nd = normalized_distance(d, crack, valid)
@@ -215,7 +199,7 @@ def _nd(p: Tensor, checked: CheckedInputs, distance) -> Tensor:
     """ND of seed 003 for the target of ``checked`` (``distance``: optional precomputed raw EDT)."""
     crack = checked.target > 0.5
     with torch.no_grad():
-        d = _check_distance(distance, checked, p.dtype)
+        d = check_distance_map(distance, checked.input, p.dtype)
         if d is None:
             d = edt_of_mask(crack, to="foreground", dtype=p.dtype)
         return normalized_distance(d, crack, _valid_bool(checked))
@@ -258,7 +242,7 @@ def hausdorff_dt(
     p, _, _ = log_probs(checked.input, from_logits)
     t = checked.target
     with torch.no_grad():
-        d_t = _check_distance(distance, checked, p.dtype)
+        d_t = check_distance_map(distance, checked.input, p.dtype)
         if d_t is None:
             d_t = boundary_field_of_mask(t > 0.5, dtype=p.dtype)
         d_p = boundary_field_of_mask(_predicted_mask(p, checked), dtype=p.dtype)
@@ -300,7 +284,7 @@ def distance_map_ce(
     p, ce = _probs_and_ce(checked, from_logits)
     crack = checked.target > 0.5
     with torch.no_grad():
-        field = _check_distance(distance, checked, p.dtype)
+        field = check_distance_map(distance, checked.input, p.dtype)
         if field is None:
             field = boundary_field_of_mask(crack, dtype=p.dtype)
         phi = inverted_boundary_distance(field, crack, _valid_bool(checked))
@@ -344,7 +328,7 @@ def shape_aware(
 
     p, ce = _probs_and_ce(checked, from_logits)
     with torch.no_grad():
-        d = _check_distance(distance, checked, p.dtype)
+        d = check_distance_map(distance, checked.input, p.dtype)
         if d is None:
             d = edt_of_mask(inner_boundary_of_mask(checked.target > 0.5), to="foreground", dtype=p.dtype)
         pred_boundary = inner_boundary_of_mask(_predicted_mask(p, checked)) & _valid_bool(checked)
