@@ -334,6 +334,21 @@ def test_deterministic_bitwise(name):
     assert torch.equal(results[0][1], results[1][1])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_the_torch_paths_select_equals_where_bit_for_bit(dtype):
+    """The torch path's bitwise select against ``torch.where``: NaN, both infinities, -0.0,
+    subnormals, and a strided (non-contiguous) condition, with and without a second operand."""
+    gen = torch.Generator().manual_seed(7)
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, 1e-40, -3.5, 65504.0])
+    a = torch.cat([special, torch.randn(200, generator=gen)]).to(dtype).reshape(13, 16)
+    b = torch.cat([torch.randn(200, generator=gen), special.flip(0)]).to(dtype).reshape(13, 16)
+    condition = (torch.rand(13, 32, generator=gen) < 0.5)[:, ::2]
+    bits = torch_path._BITS[dtype]
+    for got, expected in ((torch_path._select(condition, a, b), torch.where(condition, a, b)),
+                          (torch_path._select(condition, a), torch.where(condition, a, 0.0))):
+        assert got.dtype == dtype and torch.equal(got.view(bits), expected.view(bits))
+
+
 def test_multi_chunk_rows_match_reference_float64():
     gen = torch.Generator().manual_seed(13)
     z = torch.randn(2, 1, 256, 300, generator=gen, dtype=torch.float64) * 3

@@ -172,6 +172,25 @@ def _as_float(x: Tensor, dtype: torch.dtype) -> Tensor:
     return x.to(dtype)
 
 
+#: The integer type of each floating type's bits, for :func:`_select`.
+_BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _select(condition: Tensor, a: Tensor, b: Tensor | None = None) -> Tensor:
+    """``torch.where(condition, a, b)`` (``b`` None: 0) for a bool ``condition`` and ``a``, ``b`` of
+    its shape and one floating dtype. In eager code it is the blend ``b ^ ((a ^ b) & -condition)``
+    of their bits on CPU: the same values, NaN and inf included, 5x faster (torch's CPU ``where``
+    is unvectorised: 300 us per 64K float32 elements against 10 us for a product)."""
+    bits = _BITS.get(a.dtype)
+    if bits is None or a.device.type != "cpu" or torch.compiler.is_compiling():
+        return torch.where(condition, a, 0.0 if b is None else b)
+    mask = condition.view(torch.uint8).to(bits).neg_()
+    if b is None:
+        return a.view(bits).bitwise_and(mask).view(a.dtype)
+    b_bits = b.view(bits)
+    return a.view(bits).bitwise_xor(b_bits).bitwise_and_(mask).bitwise_xor_(b_bits).view(a.dtype)
+
+
 class _Chunk:
     """The inputs of one chunk ``[R, L]`` and the primitives derived from them, each made once."""
 
@@ -187,7 +206,7 @@ class _Chunk:
         elif self.hard:  # ignored pixels: t = 0 (whatever they hold: 255, say)
             self.t = _as_float(t, dtype).mul_(self.v)
         else:  # a product would keep the NaN an ignored soft label may hold
-            self.t = torch.where(valid, t.to(dtype), 0.0)
+            self.t = _select(valid, t.to(dtype))
         self.w = None if weight is None else weight.to(dtype)
         self.d = None if distance is None else distance.to(dtype)
 
@@ -257,7 +276,7 @@ class _Chunk:
     def p_minus_t(self) -> Tensor:  # as (1 - t) - q where t > 1/2: p - 1 would cancel on crack pixels
         if self.hard:  # one product is 0 and the other exact: no select needed
             return torch.mul(self.p, self.nt).sub_(torch.mul(self.q, self.t))
-        return torch.where(self.t > 0.5, torch.rsub(self.t, 1.0).sub_(self.q), self.p - self.t)
+        return _select(self.t > 0.5, torch.rsub(self.t, 1.0).sub_(self.q), self.p - self.t)
 
     @cached_property
     def squared_error(self) -> Tensor:  # (p - t)^2
@@ -287,8 +306,7 @@ class _Chunk:
 
     def dibe(self, fg: bool) -> Tensor:
         hit, miss, *_ = self._dibe_parts(fg)
-        use_hit = self.yhat if fg else ~self.yhat
-        return torch.where(use_hit, hit, miss)
+        return _select(self.yhat, hit, miss) if fg else _select(self.yhat, miss, hit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -514,8 +532,7 @@ def _dibe_grad(c: _Chunk, fg: bool) -> Tensor:
     else:
         inner = _mul(torch.rsub(u, 1.0).mul_(nl), _pow(u, g - 1, g_val - 1)).mul_(g_val * a1)
         miss = inner.add_(_pow(u, g, g_val)).mul_(outer)
-    use_hit = c.yhat if fg else ~c.yhat
-    return torch.where(use_hit, hit, miss)
+    return _select(c.yhat, hit, miss) if fg else _select(c.yhat, miss, hit)
 
 
 def fused_loss_backward(
