@@ -226,18 +226,23 @@ def _as_input_shape(tensor: Tensor, input: Tensor, name: str, input_name: str = 
     )
 
 
+def _check_floating_map(name: str, tensor, input: Tensor, input_name: str = "input") -> None:
+    """A per-pixel map argument (``weight``, ``distance``): a floating tensor on the input's device."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{name} must be None or a floating tensor; got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating tensor; got dtype {tensor.dtype}")
+    if tensor.device != input.device:
+        raise ValueError(f"{name} is on {tensor.device} but {input_name} is on {input.device}")
+
+
 def check_distance_map(distance, input: Tensor, dtype: torch.dtype, *, check_values: bool = True) -> Tensor | None:
     """A precomputed distance map (a distance loss's ``distance=``) in ``input``'s shape and
     ``dtype``, detached (distance maps carry no gradient); ``None`` passes. ``check_values``:
     finite and non-negative, one pass and one read-back (skipped while torch.compile traces)."""
     if distance is None:
         return None
-    if not isinstance(distance, Tensor):
-        raise TypeError(f"distance must be None or a floating tensor; got {type(distance).__name__}")
-    if not distance.is_floating_point():
-        raise TypeError(f"distance must be a floating tensor; got dtype {distance.dtype}")
-    if distance.device != input.device:
-        raise ValueError(f"distance is on {distance.device} but input is on {input.device}")
+    _check_floating_map("distance", distance, input)
     distance = _as_input_shape(distance, input, "distance")
     if check_values and not torch.compiler.is_compiling() and distance.numel():
         low, high = torch.aminmax(distance)  # NaN, inf and negatives in one pass
@@ -331,12 +336,7 @@ def check_loss_inputs(
         target_f = torch.where(valid, target_f, torch.zeros((), dtype=dtype, device=input.device))
 
     if weight is not None:
-        if not isinstance(weight, Tensor):
-            raise TypeError(f"weight must be None or a floating tensor; got {type(weight).__name__}")
-        if not weight.is_floating_point():
-            raise TypeError(f"weight must be a floating tensor; got dtype {weight.dtype}")
-        if weight.device != input.device:
-            raise ValueError(f"weight is on {weight.device} but {name} is on {input.device}")
+        _check_floating_map("weight", weight, input, name)
         if weight.ndim == input.ndim - 1 and input.shape[1] == 1:
             weight = _as_input_shape(weight, input, "weight", name)
         try:
