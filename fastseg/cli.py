@@ -83,7 +83,8 @@ def _validate_parser(sub) -> None:
         "validate",
         help="check fastseg's fused losses against the reference on this device",
         description="Compare the value and gradient of every loss (fused vs float64 reference) over dtypes, odd "
-        "sizes, scopes, soft labels and ignore masks. Exit status 1 when any comparison fails.",
+        "sizes, scopes, soft labels, ignore masks, crack-free and all-crack images. Exit status 1 when any "
+        "comparison fails.",
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch", "inductor"), help="backend of fastseg.functional")

@@ -752,13 +752,7 @@ def distance_loss_plan(*, alpha=4.0, eps=1.0, eps_dist=1e-6) -> P.Plan:
     alpha = check_number("alpha", alpha, low=0.0)
     eps = check_number("eps", eps, low=0.0)
     eps_dist = check_number("eps_dist", eps_dist, low=0.0, low_open=True)
-    return P.distance_loss_plan(alpha=alpha, eps=eps, eps_dist=eps_dist, maps=_seed003_maps(alpha))
-
-
-def _seed003_maps(alpha: float):
-    """The distance map of seed 003's loss for ``alpha``: ND, or ``1 - ND`` below 1 (see
-    :func:`fastseg.engine.plans.distance_factor`)."""
-    return DM.nearness_maps if P.reads_nearness(alpha) else DM.distance_loss_maps
+    return P.distance_loss_plan(alpha=alpha, eps=eps, eps_dist=eps_dist, maps=DM.nearness_maps)
 
 
 def hausdorff_dt_plan(*, alpha=2.0) -> P.Plan:
@@ -782,15 +776,16 @@ def hybrid_focal_margin_distance_plan(*, m=0.5, gamma_f=2.0, gamma=0.75, delta=0
     w_point, w_region = _mix_weights(lam, 0.5 if symmetric else None)
     point = P.ce_plan(g_fg=base.params.g_fg, g_bg=base.params.g_bg, m=base.params.m)
     return P.distance_compound_plan(point, w_point, _focal_tversky_term(gamma, None, None, delta, eps), w_region,
-                                    alpha=alpha, eps_dist=eps_dist, maps=_seed003_maps(alpha))
+                                    alpha=alpha, eps_dist=eps_dist, maps=DM.nearness_maps)
 
 
 def distance_loss(input, target, *, alpha=4.0, eps=1.0, eps_dist=1e-6, distance=None, from_logits=True, scope="image",
                   reduction="mean", ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
     """Distance-based loss ``L_Dice (1 + L_Dist (alpha - 1))`` per group (seed 003 eq 1-3, eq 2 read
     as the Dice loss), ``L_Dist = sum(ND p (1-t)) / (sum p (1-t) + eps_dist)``. One fused pass sums
-    ``p t, p, t, 1, ND p (1-t)`` per image; backward reads ND once. ND = EDT to the nearest crack
-    over its per-image max (1 on crack-free images); ``distance``: precomputed
+    the confusion sums and ``(1 - ND) p (1-t)`` per image (the factor as ``alpha + (1 - alpha)(1 -
+    L_Dist)``, see :func:`fastseg.engine.plans.distance_factor`); backward reads the map once.
+    ND = EDT to the nearest crack over its per-image max (1 on crack-free images); ``distance``: precomputed
     ``edt(t > 0.5, to="foreground")`` (raw). ``weight`` must be None (as the reference)."""
     check_scope_and_reduction("distance_loss", scope, reduction)
     check_no_weight(weight, "distance_loss")

@@ -9,7 +9,8 @@ arithmetic, not the rounding of its inputs.
 
 Variants per loss and dtype: odd sizes (2x1x37x53, 1x1x1x1, 3x2x9x17, a 3-D 1x1x5x7x9), scope
 "image" and "batch" (for losses with a ``scope``), hard uint8 labels, soft float labels, an
-ignore mask (20 % of the pixels), and, for the losses with per-pixel hyperparameters, other
+ignore mask (20 % of the pixels), crack-free and all-crack images (the edge cases of every
+class weight and region statistic), and, for the losses with per-pixel hyperparameters, other
 values of them (:data:`PARAMETER_VALUES`) run after the defaults in the same process: the CUDA
 kernels take these values at run time, and a kernel that kept the first value would fail there. Variants the reference itself rejects (e.g. C > 1 for a
 binary-only loss) are reported as ``n/a``.
@@ -17,8 +18,9 @@ binary-only loss) are reported as ``n/a``.
 Errors (``reduction="mean"``, upstream gradient 1.7):
 
 - value: ``abs = |L - L_ref|``, ``rel = abs / |L_ref|``; passes when ``abs <= tol * (1 + |L_ref|)``.
-- gradient: ``abs = max_i |g_i - g_ref_i|``, ``rel = abs / max_i |g_ref_i|`` (normwise, since the
-  gradient of a mean is O(1/N) per pixel); passes when ``rel <= tol``.
+- gradient: ``abs = max_i |g_i - g_ref_i|``, ``rel = abs / max(max_i |g_ref_i|, tiny)`` (normwise,
+  since the gradient of a mean is O(1/N) per pixel; ``tiny`` is the dtype's smallest normal
+  number, below which fp16 holds a gradient to a few bits only); passes when ``rel <= tol``.
 
 Tolerances (:data:`TOLERANCES`): a few units of the dtype's rounding for fp16/bf16 (the
 gradient is returned in the logits' dtype), fp32 accumulation error for fp32, and near machine
@@ -72,7 +74,7 @@ PARAMETER_VALUES: dict[str, tuple[dict, ...]] = {
     "dibe": ({"alpha": 0.6},),
 }
 QUICK_SIZES = ((2, 1, 13, 19),)
-LABELS = ("hard", "soft", "ignore")
+LABELS = ("hard", "soft", "ignore", "crack-free", "all-crack")
 
 
 @dataclass
@@ -180,6 +182,8 @@ def _inputs(shape, dtype, labels, device, seed):
     ignore = None
     if labels == "soft":
         target = torch.rand(shape, generator=gen, dtype=torch.float32)
+    elif labels in ("crack-free", "all-crack"):
+        target = torch.full(shape, int(labels == "all-crack"), dtype=torch.uint8)
     else:
         target = (u < 0.3).to(torch.uint8)
     if labels == "ignore":
@@ -232,8 +236,8 @@ def compare(loss_name, ref_fn, fn, shape, dtype, scope, labels, device, seed=0, 
     row.value_rel = row.value_abs / abs(ref_v) if ref_v else (0.0 if row.value_abs == 0 else math.inf)
     gdiff = (grad.double() - ref_grad).abs()
     row.grad_abs = float(gdiff.max()) if gdiff.numel() else 0.0
-    scale = float(ref_grad.abs().max())
-    row.grad_rel = row.grad_abs / scale if scale > 0 else (0.0 if row.grad_abs == 0 else math.inf)
+    scale = max(float(ref_grad.abs().max()), torch.finfo(dtype).tiny)
+    row.grad_rel = row.grad_abs / scale
     tol = TOLERANCES[dtype]
     ok_value = row.value_abs <= tol.value * (1 + abs(ref_v))  # NaN compares False
     ok_grad = row.grad_rel <= tol.grad and bool(torch.isfinite(grad).all())

@@ -119,11 +119,12 @@ def test_validate_passes_a_correct_contender(tmp_path, capsys):
     assert all(r["status"] == "pass" for r in report["rows"])
     scopes = {(r["loss"], r["scope"], r["labels"]) for r in report["rows"]}
     assert ("dice", "batch", "soft") in scopes and ("dice", "image", "ignore") in scopes and ("focal", None, "hard") in scopes
-    # quick: one size; hard labels x scopes, then soft and ignore x scopes (focal has no scope),
-    # then dibe's other alpha x scopes.
-    assert len(report["rows"]) == 6 + 3 + 6 + 2
+    assert ("dice", "image", "crack-free") in scopes and ("focal", None, "all-crack") in scopes
+    # quick: one size; hard labels x scopes, then soft, ignore, crack-free and all-crack x scopes
+    # (focal has no scope), then dibe's other alpha x scopes.
+    assert len(report["rows"]) == 5 * (2 + 1 + 2) + 2
     assert {r["params"]["alpha"] for r in report["rows"] if r["params"]} == {0.6}
-    assert "17/17 comparisons passed" in capsys.readouterr().out
+    assert "27/27 comparisons passed" in capsys.readouterr().out
 
 
 def test_validate_fails_a_wrong_value(tmp_path, monkeypatch, capsys):
@@ -208,11 +209,11 @@ def test_validate_compiled_runs_the_contender_under_torch_compile(tmp_path, monk
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_FUNCTIONAL, reason="fastseg.functional not built yet")
 def test_validate_compiled_fastseg_passes(tmp_path):
-    """Scopes, soft labels, ignore masks and a second margin through one compiled function each."""
+    """Scopes, the five label kinds and a second margin through one compiled function each."""
     out = tmp_path / "v.json"
     assert _validate("--compiled", "--loss", "hybrid_focal_margin", "dice", "--json", str(out)) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 2 * (2 + 2 + 2) + 2 and all(r["status"] == "pass" for r in rows)
+    assert len(rows) == 2 * (5 * 2) + 2 and all(r["status"] == "pass" for r in rows)
 
 
 @pytest.mark.skipif(not HAS_FUNCTIONAL, reason="fastseg.functional not built yet")

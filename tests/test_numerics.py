@@ -172,6 +172,27 @@ def test_region_losses_of_a_nearly_perfect_prediction(name, backend, labels):
     assert _relative(got_grad, want_grad) <= 2e-5
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "name", ["dice", "squared_dice", "jaccard", "tversky", "focal_tversky", "dibe_reg", "log_cosh_dice",
+             "distance_loss", "hybrid_focal_margin_distance"],
+)
+@pytest.mark.parametrize("scope", ["image", "batch"])
+def test_region_losses_of_crack_free_images_keep_their_gradient(name, scope, backend):
+    """Crack-free images under random logits: ``hits + eps`` is 1 against ``misses`` of 2000, and
+    autograd's quotient rule for ``misses/(hits + misses + eps)``, ``1/D - misses/D^2``, kept 3 of
+    the gradient's 7 float32 digits (so did the float32 reference); seed 003's loss summing ND added
+    ``d/dFP + ND d/dD_FP`` per pixel, which cancel where ND = 1. Found by ``fastseg validate``'s
+    crack-free variant."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 1, 37, 53, generator=g, dtype=torch.float64) * 3
+    t = torch.zeros(z.shape, dtype=torch.uint8)
+    want, want_grad = _value_and_grad(getattr(R, name), z, t, scope=scope)
+    got, got_grad = _value_and_grad(getattr(FS, name), z.float(), t, scope=scope, backend=backend)
+    assert got == pytest.approx(want, rel=1e-6)
+    assert _relative(got_grad, want_grad) <= 2e-6
+
+
 @pytest.mark.parametrize("backend", BACKENDS + ["inductor"])
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
 @pytest.mark.parametrize("name", ["distance_loss", "hybrid_focal_margin_distance"])

@@ -13,8 +13,8 @@ written again here so the reference stays an independent oracle:
 
 - crack pixels are ``t > 0.5`` at valid pixels, the predicted mask ``p > 0.5`` at valid pixels
   (``p = sigmoid(z)`` in the compute dtype, as the reference thresholds it);
-- ND (:func:`distance_loss_maps`): the EDT to the nearest crack over its per-image maximum over
-  valid pixels, 1 on crack-free images (``1 - ND`` for alpha < 1, :func:`nearness_maps`);
+- seed 003's loss reads ``1 - ND`` (:func:`nearness_maps`), ND the EDT to the nearest crack over
+  its per-image maximum over valid pixels, 1 on crack-free images (so ``1 - ND`` is 0 there);
 - Hausdorff DT: ``w (d_t^a + d_p^a)`` with two-sided boundary fields;
 - distance-map CE: ``w (1 + Phi)``, Phi the per-class inverted boundary distance;
 - shape-aware: ``w (1 + E)``, E the mean distance of predicted boundary pixels to the target's.
@@ -104,30 +104,18 @@ def _top_and_crack_free(d: Tensor, crack: Tensor, valid: Tensor | None) -> tuple
     return _group_max(d, valid), ~crack.any(dim=_spatial(crack), keepdim=True)
 
 
-def normalized_distance(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
-    """ND: ``d`` over its per-image max (valid pixels); 0 where that max is 0; 1 if crack-free."""
-    top, crack_free = _top_and_crack_free(d, crack, valid)
-    # One full-size op on per-image operands: ND = offset + d / divisor, offset 1 on crack-free images.
-    return torch.addcdiv(crack_free.to(d.dtype), d, _divisor(top, crack_free))
-
-
 def nearness(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
-    """``1 - ND`` without rounding ND first: ``(top - d) / top`` per image (``top`` as in
-    :func:`normalized_distance`), 0 on crack-free images (ND = 1). Where ``top`` is 0 (every valid
-    pixel a crack) it is 0 too, not 1 - ND = 1: no false positive is there to read it."""
+    """``1 - ND`` without rounding ND first: ``(top - d) / top`` per image, ``top`` the max of ``d``
+    over its valid pixels; 0 on crack-free images (ND = 1). Where ``top`` is 0 (every valid pixel
+    a crack) it is 0 too, not 1 - ND = 1: no false positive is there to read it."""
     top, crack_free = _top_and_crack_free(d, crack, valid)
     return torch.div(top - d, _divisor(top, crack_free))
 
 
-def distance_loss_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor | None, Tensor]:
-    """``(w, ND)``: the caller's weight unchanged (a compound's pointwise term reads it) and seed
-    003's normalised distance to the nearest crack (``distance`` = raw EDT)."""
-    return checked.weight, _crack_distance_map(checked, distance, normalized_distance)
-
-
 def nearness_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor | None, Tensor]:
-    """``(w, 1 - ND)`` (:func:`nearness`): the map of seed 003's loss for alpha < 1
-    (:func:`fastseg.engine.plans.reads_nearness`)."""
+    """``(w, 1 - ND)`` (:func:`nearness`): the caller's weight unchanged (a compound's pointwise term
+    reads it) and the map of seed 003's loss (:func:`fastseg.engine.plans.distance_factor`;
+    ``distance`` = the raw EDT to the nearest crack)."""
     return checked.weight, _crack_distance_map(checked, distance, nearness)
 
 
