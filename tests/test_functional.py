@@ -349,15 +349,21 @@ def test_the_torch_paths_select_equals_where_bit_for_bit(dtype):
         assert got.dtype == dtype and torch.equal(got.view(bits), expected.view(bits))
 
 
-def test_multi_chunk_rows_match_reference_float64():
+@pytest.mark.parametrize("threads", [1, 4])
+def test_multi_chunk_rows_match_reference_float64(threads):
+    """Images spanning several chunks, whose size follows torch's thread count (64K elements at
+    one thread, 128K at four)."""
     gen = torch.Generator().manual_seed(13)
-    z = torch.randn(2, 1, 256, 300, generator=gen, dtype=torch.float64) * 3
-    t = torch.rand(2, 1, 256, 300, generator=gen) < 0.05
-    assert z[0].numel() > torch_path.CHUNK  # each image spans several chunks
-    compare("unified_focal", z, t)
-    threads = torch.get_num_threads()
-    compare("hybrid_focal_margin", z, t)
-    assert torch.get_num_threads() == threads  # the serial section restores the thread setting
+    z = torch.randn(2, 1, 400, 700, generator=gen, dtype=torch.float64) * 3
+    t = torch.rand(2, 1, 400, 700, generator=gen) < 0.05
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert z[0].numel() > 2 * torch_path._chunk_elements(z.device)  # each image spans several chunks
+        compare("unified_focal", z, t)
+        compare("hybrid_focal_margin", z, t)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", ["hybrid_focal_margin", "unified_focal", "dibe", "exp_log", "sensitivity_specificity", "balanced_bce"])

@@ -45,6 +45,10 @@ CHUNK = 1 << 16
 #: (``at::internal::GRAIN_SIZE``), so a chunk of ``GRAIN * threads`` keeps every thread busy.
 GRAIN = 1 << 15
 
+#: Elements per chunk at most (4 MiB a float32 buffer): bounds a call's transient memory on a
+#: many-core machine (32 threads and more then share ops of this size).
+MAX_CHUNK = 1 << 20
+
 _CONSTANT = {Q.SUM_T, Q.SUM_TT, Q.COUNT}
 
 
@@ -82,8 +86,9 @@ def _blocks(G: int, N: int, chunk: int):
 
 
 def _chunk_elements(device: torch.device) -> int:
-    """Elements per chunk: :data:`CHUNK`, or :data:`GRAIN` per intra-op thread where that is more."""
-    return max(CHUNK, GRAIN * torch.get_num_threads()) if device.type == "cpu" else CHUNK
+    """Elements per chunk: :data:`CHUNK`, or :data:`GRAIN` per intra-op thread where that is more,
+    up to :data:`MAX_CHUNK`."""
+    return min(max(CHUNK, GRAIN * torch.get_num_threads()), MAX_CHUNK) if device.type == "cpu" else CHUNK
 
 
 def _pow(x: Tensor, g: float, value: float | Tensor | None = None) -> Tensor | None:
