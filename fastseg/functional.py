@@ -9,7 +9,8 @@ sources and the catalog's decisions), plus two keywords:
   tensors the kernels run under ``TRITON_INTERPRET=1``), ``"torch"`` or ``"inductor"`` (CPU only,
   opt-in in eager code: the torch path's passes ``torch.compile``d).
 - ``deterministic`` (default True): the forward reduction runs in a fixed order, so two runs
-  give bitwise-identical losses and gradients; ``False`` lets the Triton backend use atomics.
+  give bitwise-identical losses and gradients (on CPU at the same ``torch.get_num_threads()``:
+  the torch path's chunks grow with it); ``False`` lets the Triton backend use atomics.
 
 How a loss is evaluated (:mod:`fastseg.engine`): its plan lists the per-pixel quantities it needs
 (:mod:`fastseg.engine.spec`), one backend pass sums them per (image, channel), and a few scalar

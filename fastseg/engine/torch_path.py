@@ -398,8 +398,8 @@ def fused_loss_forward(
     """Per (image, channel) sums ``S [B*C, K]`` of the requested quantities, in that order.
 
     float32 (float64 for float64 logits); every chunk's sums are added in float64, in a fixed
-    order, so the result is bitwise reproducible (``deterministic`` is accepted for interface
-    parity and changes nothing).
+    order, so the result is bitwise reproducible at a given thread count, which sets the chunks
+    (``deterministic`` is accepted for interface parity and changes nothing).
     """
     qs = _check_args(z, t, quantities, valid, weight, distance)
     B, C, N = z.shape
