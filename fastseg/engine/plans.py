@@ -365,8 +365,9 @@ def distance_factor(st: Stats, alpha: float, eps_dist: float) -> Tensor:
     for alpha near 0 when the false positives are far (L_Dist near 1), and the gradient of every
     pixel adds ``d/dFP`` and ``ND d/dD_FP``, which cancel where ND is 1: on a crack-free image the
     float32 gradient of the default loss (alpha = 4) lost 4 of its 7 digits. With ``1 - ND`` the
-    value is a sum of terms of one sign for alpha <= 1 and keeps 1 + (alpha - 1) L_Dist >= 1
-    above it, and a crack-free image reads 0. FP is summed directly, not as ``SUM_P - TP``: a few
+    value adds two terms of one sign for alpha <= 1, and above 1 subtracts at most alpha - 1 from
+    alpha (a result >= 1: no cancellation); a crack-free image reads 0, so each of its pixels'
+    gradients is one term. FP is summed directly, not as ``SUM_P - TP``: a few
     weak false alarms beside confident cracks would lose most of its float32 digits in that
     subtraction (see :mod:`.spec`).
     """
