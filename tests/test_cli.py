@@ -140,6 +140,20 @@ def test_validate_fails_a_wrong_value(tmp_path, monkeypatch, capsys):
     assert "FAILED" in capsys.readouterr().out
 
 
+def test_validate_compares_gradients_below_the_smallest_normal_in_absolute_terms():
+    """A crack-free fp16 batch: Dice's gradient (about 1e-6) lies below fp16's smallest normal
+    number, where the format keeps a few bits; the normwise error is taken against that number
+    (it would be 4e-3 against the gradient itself, above the fp16 tolerance). Gradients of normal
+    size are compared as before (``test_validate_fails_a_wrong_gradient``, fp16 included)."""
+    from fastseg import reference, validate
+
+    fused = validate.functional_lookup("torch")("dice")
+    row = validate.compare("dice", reference.dice, fused, (2, 1, 37, 53), torch.float16, "batch", "crack-free", "cpu")
+    tiny = torch.finfo(torch.float16).tiny
+    assert row.status == "pass" and 0 < row.grad_abs < tiny
+    assert row.grad_rel == pytest.approx(row.grad_abs / tiny)
+
+
 def test_validate_fails_a_wrong_gradient(tmp_path, monkeypatch, capsys):
     # Right value, gradient 2 % too large: only the gradient check can catch it.
     _write_module(tmp_path, monkeypatch, "broken_grad", """
