@@ -23,8 +23,8 @@ from torch import Tensor
 from .._checks import (
     REDUCTIONS,
     CheckedInputs,
-    check_distance_map,
     check_choice,
+    check_distance_map,
     check_loss_inputs,
     check_no_weight,
     check_number,
