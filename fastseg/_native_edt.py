@@ -1,9 +1,13 @@
 """A native exact EDT for CPU tensors: the separable lower envelope in C, built on first use.
 
-The C code below computes, along the last (contiguous) axis, the distance to the nearest target
-pixel of each row by two linear scans, then applies Felzenszwalb and Huttenlocher's 1-D squared
-distance transform (the lower envelope of the parabolas ``f(p) + (q - p)^2``) along every other
-axis, eight neighbouring lines at a time (whole cache lines). A batch is split over threads by
+The C code below computes, along the first axis, the distance to the nearest target pixel of
+every line by a forward and a backward sweep over whole rows of the other axes (every access
+contiguous), then applies Felzenszwalb and Huttenlocher's 1-D squared distance transform (the
+lower envelope of the parabolas ``f(p) + (q - p)^2``) along every other axis: the contiguous last
+axis line by line, a middle axis (3-D) eight neighbouring lines at a time (whole cache lines).
+(Scanning the contiguous axis first and gathering columns for the envelope, as an earlier version
+did, took 15-25 % longer: 15.2 against 13.0 ms per 1024x1024 crack mask on one thread, 24.5
+against 19.4 ms for a boundary field.) A batch is split over threads by
 images (a Python thread pool: ctypes releases the GIL; no OpenMP, whose spinning worker threads
 would fight torch's own OpenMP runtime for the cores). For unit spacing every value is an
 integer held in float64 (exact below ``2**53``), so the squared distances equal SciPy's exactly
@@ -67,49 +71,67 @@ static void dt1d(const double *f, double *d, int64_t n, int64_t *v, double *z) {
     }
 }
 
-/* Squared distance to the nearest target along a contiguous binary line (0 = target, INFINITY
-   elsewhere): two linear scans, no envelope needed. */
-static void binary_line(double *a, int64_t n) {
-    int64_t last = -1;
+#define BLOCK 8
+
+/* Squared distance to the nearest target along axis 0 for every line at once (0 = target,
+   INFINITY elsewhere): a forward and a backward sweep over whole rows of the other axes, so every
+   access is contiguous. `near` is `inner` int64 scratch. */
+static void sweep_axis0(double *a, int64_t n, int64_t inner, int64_t *near) {
+    for (int64_t j = 0; j < inner; j++) near[j] = -1;
     for (int64_t q = 0; q < n; q++) {
-        if (a[q] == 0.0) last = q;
-        else if (last >= 0) a[q] = (double)(q - last) * (double)(q - last);
+        double *row = a + q * inner;
+        for (int64_t j = 0; j < inner; j++) {
+            if (row[j] == 0.0) near[j] = q;
+            else if (near[j] >= 0) row[j] = (double)(q - near[j]) * (double)(q - near[j]);
+        }
     }
-    int64_t next = -1;
+    for (int64_t j = 0; j < inner; j++) near[j] = -1;
     for (int64_t q = n - 1; q >= 0; q--) {
-        if (a[q] == 0.0) { next = q; continue; }
-        if (next >= 0) {
-            double d = (double)(next - q) * (double)(next - q);
-            if (d < a[q]) a[q] = d;
+        double *row = a + q * inner;
+        for (int64_t j = 0; j < inner; j++) {
+            if (row[j] == 0.0) near[j] = q;
+            else if (near[j] >= 0) {
+                double d = (double)(near[j] - q) * (double)(near[j] - q);
+                if (d < row[j]) row[j] = d;
+            }
         }
     }
 }
 
-#define BLOCK 8
-
-/* Squared EDT of one image a (0 on the target set, INFINITY elsewhere) in place, every axis. */
+/* Squared EDT of one image a (0 on the target set, INFINITY elsewhere) in place, every axis:
+   sweeps along axis 0, then the lower envelope along each other axis (the contiguous last axis
+   line by line, a middle axis BLOCK neighbouring lines at a time, whole cache lines). */
 static int transform(double *a, int ndim, const int64_t *shape) {
-    int64_t size = 1;
-    for (int i = 0; i < ndim; i++) size *= shape[i];
-    int64_t last_n = shape[ndim - 1], rows = size / last_n;
-    for (int64_t r = 0; r < rows; r++) binary_line(a + r * last_n, last_n);
-
-    double *buf = NULL;
-    int64_t *v = NULL;
-    for (int axis = ndim - 2; axis >= 0; axis--) {
-        int64_t n = shape[axis], inner = 1;
-        for (int i = axis + 1; i < ndim; i++) inner *= shape[i];
-        int64_t outer = size / (n * inner), blocks = (inner + BLOCK - 1) / BLOCK;
+    int64_t size = 1, longest = 1;
+    for (int i = 0; i < ndim; i++) {
+        size *= shape[i];
+        if (shape[i] > longest) longest = shape[i];
+    }
+    int64_t inner0 = size / shape[0];
+    double *buf = malloc(sizeof(double) * (2 * BLOCK * longest + longest + 1));
+    int64_t *v = malloc(sizeof(int64_t) * (longest + 1 > inner0 ? longest + 1 : inner0));
+    if (!buf || !v) {
         free(buf);
         free(v);
-        buf = malloc(sizeof(double) * (2 * BLOCK * n + n + 1));
-        v = malloc(sizeof(int64_t) * (n + 1));
-        if (!buf || !v) {
-            free(buf);
-            free(v);
-            return 1;
+        return 1;
+    }
+    sweep_axis0(a, shape[0], inner0, v);
+    double *z = buf + 2 * BLOCK * longest;
+    for (int axis = 1; axis < ndim; axis++) {
+        int64_t n = shape[axis], inner = 1;
+        for (int i = axis + 1; i < ndim; i++) inner *= shape[i];
+        int64_t outer = size / (n * inner);
+        if (inner == 1) {
+            double *f = buf;
+            for (int64_t o = 0; o < outer; o++) {
+                double *line = a + o * n;
+                for (int64_t q = 0; q < n; q++) f[q] = line[q];
+                dt1d(f, line, n, v, z);
+            }
+            continue;
         }
-        double *f = buf, *d = buf + BLOCK * n, *z = buf + 2 * BLOCK * n;
+        int64_t blocks = (inner + BLOCK - 1) / BLOCK;
+        double *f = buf, *d = buf + BLOCK * n;
         for (int64_t job = 0; job < outer * blocks; job++) {
             int64_t o = job / blocks, i0 = (job % blocks) * BLOCK;
             int64_t width = inner - i0 < BLOCK ? inner - i0 : BLOCK;
