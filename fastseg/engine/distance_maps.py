@@ -99,35 +99,26 @@ def _times_weight(x: Tensor, checked: CheckedInputs) -> Tensor:
 # ------------------------------------------------------------------------------------ the maps
 
 
-def _top_and_crack_free(d: Tensor, crack: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Per image and channel: the max of ``d`` over the valid pixels, and whether it has no crack."""
-    return _group_max(d, valid), ~crack.any(dim=_spatial(crack), keepdim=True)
-
-
 def nearness(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
     """``1 - ND`` without rounding ND first: ``(top - d) / top`` per image, ``top`` the max of ``d``
     over its valid pixels; 0 on crack-free images (ND = 1). Where ``top`` is 0 (every valid pixel
     a crack) it is 0 too, not 1 - ND = 1: no false positive is there to read it."""
-    top, crack_free = _top_and_crack_free(d, crack, valid)
+    top = _group_max(d, valid)
+    crack_free = ~crack.any(dim=_spatial(crack), keepdim=True)
     return torch.div(top - d, _divisor(top, crack_free))
 
 
 def nearness_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor | None, Tensor]:
-    """``(w, 1 - ND)`` (:func:`nearness`): the caller's weight unchanged (a compound's pointwise term
-    reads it) and the map of seed 003's loss (:func:`fastseg.engine.plans.distance_factor`;
-    ``distance`` = the raw EDT to the nearest crack)."""
-    return checked.weight, _crack_distance_map(checked, distance, nearness)
-
-
-def _crack_distance_map(checked: CheckedInputs, distance, normalise) -> Tensor:
-    """``normalise(d, crack, valid)`` of the EDT ``d`` to the nearest crack (or the caller's map)."""
+    """``(w, 1 - ND)``: the caller's weight unchanged (a compound's pointwise term reads it) and the
+    map of seed 003's loss (:func:`nearness`, :func:`fastseg.engine.plans.distance_factor`) from
+    the EDT to the nearest crack (``distance``: that EDT precomputed, raw)."""
     dtype = compute_dtype(checked.input)
     crack = crack_mask(checked)
     with torch.no_grad():
         d = user_distance(distance, checked, dtype)
         if d is None:
             d = edt_of_mask(crack, to="foreground", dtype=dtype)
-        return normalise(d, crack, _valid(checked))
+        return checked.weight, nearness(d, crack, _valid(checked))
 
 
 def hausdorff_maps(alpha: float):
