@@ -22,10 +22,12 @@ import inspect
 import pytest
 import torch
 import torch.nn.functional as TF
+from conftest import requires_interpreter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastseg.functional as FS
+import fastseg.losses as L
 import fastseg.reference as R
 from fastseg.engine import torch_path
 from fastseg.engine.spec import Quantity, TermParams
@@ -394,6 +396,24 @@ def test_gradient_only_to_input():
         FS.focal(z, t, weight=w, backend="torch")
     FS.focal(z, t.detach(), weight=w.detach(), backend="torch").backward()
     assert z.grad is not None and t.grad is None and w.grad is None
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=requires_interpreter)])
+def test_a_loss_constant_at_its_parameters_still_backpropagates(backend):
+    """Focal Tversky with gamma = 0 is ``(1 - TI)^0 = 1``: ``backward()`` must run and give 0 (as
+    ``torch.pow(x, 0)`` does), not raise because the value left the graph: a gamma schedule can pass
+    through 0. Found by tests/test_parameter_sweep.py."""
+    t = torch.rand(2, 1, 5, 4) < 0.3
+    for loss in (
+        lambda z: FS.focal_tversky(z, t, gamma=0.0, backend=backend),
+        lambda z: L.FocalTverskyLoss(gamma=0.0, backend=backend)(z, t),
+        lambda z: R.focal_tversky(z, t, gamma=0.0),
+    ):
+        z = torch.randn(2, 1, 5, 4, dtype=torch.float64, requires_grad=True)
+        value = loss(z)
+        value.backward()
+        assert value.item() == 1.0
+        assert torch.equal(z.grad, torch.zeros_like(z))
 
 
 def test_argument_errors():

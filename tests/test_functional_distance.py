@@ -129,6 +129,20 @@ def test_probabilities_soft_and_uint8_targets(name):
     _close(value, ref_value, 1e-10)
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=requires_interpreter)])
+@pytest.mark.parametrize("name", NAMES)
+def test_soft_labels_where_every_pixel_is_a_crack(name, backend):
+    """Soft labels above 1/2 everywhere: every pixel is a crack (ND = 0), yet each holds a false
+    positive ``p (1 - t)``. Found by tests/test_parameter_sweep.py: the fused seed 003 loss gave
+    those images ND = 1, 4x the reference's value at alpha = 4."""
+    gen = torch.Generator().manual_seed(7)
+    z = torch.randn(2, 1, 4, 5, generator=gen, dtype=torch.float64)
+    t = 0.6 + 0.4 * torch.rand(2, 1, 4, 5, generator=gen, dtype=torch.float64)
+    t[1, 0, 0, 0] = 0.2  # the second image has a background pixel
+    _check(name, z, t, backend=backend)
+    _check(name, torch.sigmoid(z), t, from_logits=False, backend=backend)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_float32_matches_float64_reference(name):
     z, t = _inputs(dtype=torch.float32)

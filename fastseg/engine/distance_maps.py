@@ -101,11 +101,12 @@ def _times_weight(x: Tensor, checked: CheckedInputs) -> Tensor:
 
 def nearness(d: Tensor, crack: Tensor, valid: Tensor | None) -> Tensor:
     """``1 - ND`` without rounding ND first: ``(top - d) / top`` per image, ``top`` the max of ``d``
-    over its valid pixels; 0 on crack-free images (ND = 1). Where ``top`` is 0 (every valid pixel
-    a crack) it is 0 too, not 1 - ND = 1: no false positive is there to read it."""
+    over its valid pixels; 0 on crack-free images (ND = 1), 1 where ``top`` is 0 (every valid pixel
+    a crack: ND = 0, as in the reference; soft labels there still have false positives
+    ``p (1 - t)`` for the map to weight)."""
     top = _group_max(d, valid)
     crack_free = ~crack.any(dim=_spatial(crack), keepdim=True)
-    return torch.div(top - d, _divisor(top, crack_free))
+    return torch.div(top - d, _divisor(top, crack_free)).masked_fill_((top == 0) & ~crack_free, 1.0)
 
 
 def nearness_maps(checked: CheckedInputs, from_logits: bool, distance) -> tuple[Tensor | None, Tensor]:

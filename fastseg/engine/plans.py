@@ -124,7 +124,7 @@ class Stats:
 def power_near_zero(x: Tensor, k: float) -> Tensor:
     """``x ** k`` for ``x >= 0``: exact above :data:`POWER_FLOOR`, linear below (finite slope at 0)."""
     if k == 0:
-        return torch.ones_like(x)
+        return x**0.0  # 1, still a function of x (zero gradient): a loss of it can be backpropagated
     x = x.clamp_min(0)
     exponent = as_operand(k, x)
     if k >= 1:

@@ -68,7 +68,7 @@ def power_near_zero(x: Tensor, k: float) -> Tensor:
     as 0.
     """
     if k == 0:
-        return torch.ones_like(x)
+        return x**0.0  # 1, still a function of x (zero gradient): a loss of it can be backpropagated
     x = x.clamp_min(0)
     if k >= 1:
         return x**k

@@ -1,0 +1,294 @@
+"""Every hyperparameter of every loss, drawn at random: the fused losses against the reference.
+
+The other tests run each loss at its defaults and at one hand-picked set of parameters
+(tests/test_functional.py ``PARAMS``); ``fastseg validate`` runs a few values per parameter.
+Here hypothesis draws the hyperparameters from each loss's whole domain (:data:`SPACE`: the
+special forms the kernels branch on, exponents crossing 1, margins, class weights of 0 and 1,
+eps from 1e-7 up) together with the data (shapes, logit scales, crack-free / all-crack / soft
+targets, ignore masks, weight maps, scopes, reductions, probabilities instead of logits), and
+compares value and gradient with :mod:`fastseg.reference` in float64, through the functional
+API and through the ``nn.Module``s of :func:`fastseg.losses.build`, alone and summed into a
+:class:`~fastseg.losses.CombinedLoss` (whose terms then share fused passes). A failure prints
+the drawn case; hypothesis replays it first on the next run.
+
+Tolerances, float64 against float64: value within 1e-9 of its largest entry plus 1e-15 (the
+reference's own rounding: seed 003's factor ``1 - L_Dist`` at alpha = 0 cancels to 1e-9 on a
+crack-free image); gradient within 1e-8 of its largest entry plus 1e-16, at the pixels whose
+logit is at most :data:`SATURATION` (16) in magnitude, and finite elsewhere. Beyond that the
+reference is no oracle for the gradient: it differentiates ``sigmoid`` as ``p (1 - p)`` of its
+output, whose ``1 - p`` is off by up to 1e-16 in absolute terms (0 once ``p`` rounds to 1 at
+``|z| > 37``), so a saturated pixel's gradient is off by up to ``1e-16 |dL/dp|``; with DIBE_Reg's
+``(-log Tv)^8`` at eps = 1e-7 that was 5e-8 of the largest gradient, against mpmath's exact
+value, which the fused side matched to 16 digits. tests/test_numerics.py checks confident
+pixels' gradients against closed forms.
+
+``FASTSEG_SWEEP_EXAMPLES`` sets the examples per test (default 150; the Triton test under the
+interpreter takes a tenth): e.g. 5000 for a long hunt before a release.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import pytest
+import torch
+from conftest import TRITON_DEVICE
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastseg.functional as FS
+import fastseg.losses as L
+import fastseg.reference as R
+from fastseg import ShapeWarning
+
+# Inputs [B, C, L] with C > 1 are drawn on purpose here (C channels of 1-D signals).
+pytestmark = pytest.mark.filterwarnings("ignore", category=ShapeWarning)
+EXAMPLES = int(os.environ.get("FASTSEG_SWEEP_EXAMPLES", "150"))
+
+#: Arguments that carry data or choose a reduction: drawn by :func:`cases`, not by :data:`SPACE`.
+DATA_ARGUMENTS = {"input", "target", "from_logits", "scope", "reduction", "ignore", "weight", "distance"}
+
+
+def _values(special, low, high):
+    """The special values first (hypothesis shrinks towards them), else a float in [low, high]."""
+    return st.sampled_from(special) | st.floats(low, high)
+
+
+UNIT = _values([0.0, 1.0, 0.5, 0.25, 0.75], 0.0, 1.0)
+OPTIONAL_UNIT = st.none() | UNIT
+EXPONENT = _values([0.0, 0.5, 1.0, 2.0, 1.5, 3.0, 0.999, 1.001, 4 / 3], 0.0, 4.0)
+POSITIVE_EXPONENT = _values([0.5, 1.0, 2.0, 1.5, 3.0, 0.25, 0.999, 1.001, 4 / 3, 0.1], 0.05, 4.0)
+MARGIN = _values([0.0, 1e-4, 0.5, 1.0, 1.5, 5.0], 0.0, 3.0)
+EPS = _values([1.0, 1e-7, 1e-6, 1e-3, 0.5, 2.0], 0.01, 3.0)
+WIDE_WEIGHT = _values([0.0, 0.3, 0.5, 1.0, 1.5, 2.0], 0.0, 2.0)
+DISTANCE_ALPHA = _values([4.0, 0.0, 0.5, 1.0], 0.0, 8.0)
+
+
+def _tversky_forms(**common):
+    """Tversky weights: the defaults, ``delta`` alone, or ``alpha`` and ``beta``."""
+    return [dict(common), dict(common, delta=UNIT), dict(common, alpha=WIDE_WEIGHT, beta=WIDE_WEIGHT)]
+
+
+def _class_weighting_forms(scale_name: str, **common):
+    """Seed 002's class weights: ``q`` with its ``gamma`` (only "power" and "exp" read one)."""
+    base = dict(common, beta=_values([1.0, 0.5, 0.75, 1e-3], 0.01, 1.0), smooth=st.sampled_from([1.0, 0.0, 0.5, 10.0]))
+    base[scale_name] = _values([10.0, 1.0001, 2.0, 100.0], 1.01, 20.0)
+    return [
+        dict(base, q=st.sampled_from(["xie", "log"])),
+        dict(base, q=st.just("power"), gamma=st.none() | _values([1.0, 0.5, 1e-3], 0.01, 1.0)),
+        dict(base, q=st.just("exp"), gamma=st.none() | UNIT),
+    ]
+
+
+_HFM = dict(m=MARGIN, gamma_f=EXPONENT, gamma=EXPONENT, delta=UNIT, symmetric=st.booleans(), lam=OPTIONAL_UNIT, eps=EPS)
+
+#: Per loss, its alternative parameter forms: each form maps every parameter it sets to a strategy
+#: (a parameter left out of a form keeps its default there). Together the forms name every
+#: hyperparameter of the loss's signature (checked by the first test).
+SPACE: dict[str, list[dict]] = {
+    "bce": [{}],
+    "weighted_bce": [dict(lam=OPTIONAL_UNIT)],
+    "balanced_bce": [{}],
+    "adaptive_wce": _class_weighting_forms("a"),
+    "focal": [dict(gamma=EXPONENT, lam=OPTIONAL_UNIT)],
+    "asymmetric_focal": [dict(gamma=EXPONENT, delta=OPTIONAL_UNIT)],
+    "asymmetric_margin": [dict(m=MARGIN)],
+    "asymmetric_focal_margin": [dict(gamma=EXPONENT, m=MARGIN)],
+    "focal_margin": [dict(gamma=EXPONENT, m=MARGIN)],
+    "el_ce": [dict(lam=OPTIONAL_UNIT, gamma_ce=POSITIVE_EXPONENT)],
+    "dibe_dis": [dict(lam=OPTIONAL_UNIT, gamma=EXPONENT, alpha=UNIT), dict(lam=OPTIONAL_UNIT, gamma=EXPONENT, alpha=UNIT, beta=UNIT)],
+    "dice": [dict(eps=EPS)],
+    "squared_dice": [dict(eps=EPS)],
+    "jaccard": [dict(eps=EPS)],
+    "tversky": _tversky_forms(eps=EPS),
+    "focal_tversky": _tversky_forms(gamma=EXPONENT, eps=EPS),
+    "dibe_reg": [
+        dict(gamma=POSITIVE_EXPONENT, eps=EPS, alpha=UNIT),
+        dict(gamma=POSITIVE_EXPONENT, eps=EPS, alpha=WIDE_WEIGHT, beta=WIDE_WEIGHT),
+    ],
+    "log_cosh_dice": [dict(eps=EPS)],
+    "sensitivity_specificity": [dict(w=UNIT, eps=_values([1e-6, 1.0, 1e-3], 1e-6, 2.0))],
+    "bce_dice": [dict(eps=EPS)],
+    "combo": [dict(theta=UNIT, lam=OPTIONAL_UNIT, eps=EPS)],
+    "exp_log": [dict(theta=UNIT, lam=OPTIONAL_UNIT, gamma_ce=POSITIVE_EXPONENT, gamma_dc=POSITIVE_EXPONENT, eps=EPS)],
+    "hybrid_focal": _tversky_forms(
+        lam=OPTIONAL_UNIT, asymmetric=st.booleans(), gamma_f=EXPONENT, class_weight=OPTIONAL_UNIT, gamma=EXPONENT, eps=EPS
+    ),
+    "unified_focal": [dict(lam=UNIT, delta=UNIT, gamma=UNIT, asymmetric=st.booleans(), eps=st.sampled_from([1e-7, 1.0, 1e-3]))],
+    "hybrid_focal_margin": [_HFM],
+    "dibe": [dict(theta=UNIT, lam=OPTIONAL_UNIT, gamma=POSITIVE_EXPONENT, alpha=UNIT, eps=EPS)],
+    "holistic": _class_weighting_forms("base", a=st.sampled_from([1.0, 0.0, 0.5, 20.0]), b=st.sampled_from([1.0, 0.0, 2.0]), eps=EPS),
+    "distance_loss": [dict(alpha=DISTANCE_ALPHA, eps=_values([1.0, 0.5, 1e-3, 2.0], 1e-3, 2.0), eps_dist=st.sampled_from([1e-6, 1.0, 1e-9]))],
+    "hausdorff_dt": [dict(alpha=_values([2.0, 0.0, 0.5, 1.0, 3.0], 0.0, 4.0))],
+    "distance_map_ce": [{}],
+    "shape_aware": [{}],
+    "hybrid_focal_margin_distance": [dict(_HFM, alpha=DISTANCE_ALPHA, eps_dist=st.sampled_from([1e-6, 1.0]))],
+}
+
+
+def parameters(name: str):
+    """A strategy for the keyword hyperparameters of loss ``name``."""
+    return st.one_of([st.fixed_dictionaries(form) for form in SPACE[name]])
+
+
+def _takes(name: str, argument: str) -> bool:
+    return argument in inspect.signature(getattr(R, name)).parameters
+
+
+def _reads_weight(name: str) -> bool:
+    """Pointwise and compound losses weight their pointwise terms; region losses refuse a weight."""
+    return FS.kind(name) != "region"
+
+
+def test_the_space_names_every_hyperparameter_of_every_loss():
+    """A loss or parameter added without a place here would never be drawn."""
+    assert set(SPACE) == set(FS.__all__)
+    for name, forms in SPACE.items():
+        signature = set(inspect.signature(getattr(R, name)).parameters) - DATA_ARGUMENTS
+        assert set().union(*forms) == signature, name
+
+
+@st.composite
+def cases(draw, names=tuple(FS.__all__), max_side=7):
+    """``(name, params, call)`` with ``call`` the data and reduction keywords of one loss call."""
+    name = draw(st.sampled_from(names))
+    params = draw(parameters(name))
+    distance = name in FS.DISTANCE
+    B, C = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    spatial = tuple(draw(st.lists(st.integers(1, max_side), min_size=1 if not distance else 2, max_size=2 if distance else 3)))
+    shape = (B, C, *spatial)
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    logits = draw(st.sampled_from(["normal", "wide", "saturated", "zeros", "confident"]))
+    labels = draw(st.sampled_from(["hard", "sparse", "soft", "crack_free", "all_crack", "mixed_images"]))
+
+    hard = {"hard": 0.3, "sparse": 0.05, "crack_free": 0.0, "all_crack": 1.01, "mixed_images": 0.3}
+    if labels == "soft":
+        t = torch.rand(shape, generator=gen, dtype=torch.float64)
+    else:
+        t = torch.rand(shape, generator=gen) < hard[labels]
+        if labels == "mixed_images":
+            t[0] = False
+            if B > 1:
+                t[-1] = True
+    scale = {"normal": 3.0, "wide": 20.0, "saturated": 60.0, "zeros": 0.0, "confident": 1.0}[logits]
+    z = torch.randn(shape, generator=gen, dtype=torch.float64) * scale
+    if logits == "confident":
+        z = (t.double() * 2 - 1) * (5 + 10 * torch.rand(shape, generator=gen, dtype=torch.float64))
+
+    call = {"reduction": draw(st.sampled_from(["mean", "sum"] if FS.kind(name) == "compound" else ["mean", "sum", "none"]))}
+    if _takes(name, "scope"):
+        call["scope"] = draw(st.sampled_from(["image", "batch"]))
+    if draw(st.booleans()):
+        ignore = torch.rand(shape, generator=gen) < 0.3
+        if draw(st.booleans()):
+            ignore[0] = True  # a fully ignored image
+        call["ignore"] = ignore
+    if _reads_weight(name) and draw(st.booleans()):
+        call["weight"] = torch.rand(shape, generator=gen, dtype=torch.float64) * 2
+    if draw(st.integers(0, 4)) == 0 and logits in ("normal", "zeros"):  # probabilities in (0, 1), not saturated
+        z, call["from_logits"] = torch.sigmoid(z), False
+    return name, params, z, t, call
+
+
+def _value_and_grad(loss, z):
+    z = z.detach().clone().requires_grad_()
+    value = loss(z)
+    upstream = torch.linspace(0.5, 1.5, value.numel(), dtype=torch.float64).reshape(value.shape)
+    (value.double() * upstream).sum().backward()
+    return value.detach().double(), z.grad.double()
+
+
+def assert_agree(fused, reference, z, case):
+    value, grad = _value_and_grad(fused, z)
+    ref_value, ref_grad = _value_and_grad(reference, z)
+    assert value.shape == ref_value.shape, case
+    assert torch.isfinite(value).all() and torch.isfinite(grad).all(), case
+    value_err = (value - ref_value).abs().max().item()
+    assert value_err <= 1e-9 * ref_value.abs().max().item() + 1e-15, (value_err, value, ref_value, case)
+    exact = z.abs() <= SATURATION  # where the reference's gradient keeps its digits
+    grad_err = (grad - ref_grad)[exact].abs().max().item() if exact.any() else 0.0
+    assert grad_err <= 1e-8 * ref_grad.abs().max().item() + 1e-16, (grad_err, ref_grad.abs().max().item(), case)
+
+
+#: Logits beyond this magnitude: the gradient there is only checked to be finite (see the module docstring).
+SATURATION = 16.0
+
+SWEEP = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@SWEEP
+@given(case=cases(), through_module=st.booleans())
+def test_fused_losses_match_the_reference_over_their_parameters(case, through_module):
+    name, params, z, t, call = case
+    reference = lambda x: getattr(R, name)(x, t, **params, **call)  # noqa: E731
+    if through_module:
+        settings_ = {k: v for k, v in call.items() if k in ("reduction", "scope", "from_logits")}
+        module = L.build({"name": name, **params, **settings_, "backend": "torch"})
+        data = {k: v for k, v in call.items() if k in ("ignore", "weight")}
+        fused = lambda x: module(x, t, **data)  # noqa: E731
+    else:
+        fused = lambda x: getattr(FS, name)(x, t, **params, **call, backend="torch")  # noqa: E731
+    assert_agree(fused, reference, z, (name, params, tuple(z.shape), call.keys(), through_module))
+
+
+@st.composite
+def sums(draw):
+    """2 or 3 losses with drawn parameters and term weights, on one batch (as CombinedLoss takes it)."""
+    name, params, z, t, call = draw(cases())
+    terms = [(name, params, call.get("scope"), call["reduction"])]
+    for _ in range(draw(st.integers(1, 2))):
+        other = draw(st.sampled_from([n for n in FS.__all__ if z.ndim == 4 or n not in FS.DISTANCE]))  # 2-D maps
+        scope = draw(st.sampled_from(["image", "batch"])) if _takes(other, "scope") else None
+        terms.append((other, draw(parameters(other)), scope, draw(st.sampled_from(["mean", "sum"]))))
+    weights = [draw(st.sampled_from([1.0, 0.5, 0.1, 2.0, 0.0])) for _ in terms]
+    if call.get("reduction") == "none":
+        terms[0] = terms[0][:3] + ("mean",)
+    if not any(_reads_weight(term[0]) for term in terms):
+        call.pop("weight", None)
+    return terms, weights, z, t, call
+
+
+@SWEEP
+@given(case=sums())
+def test_combined_losses_match_the_sum_of_references(case):
+    terms, weights, z, t, call = case
+    from_logits = call.get("from_logits", True)
+
+    def term_settings(scope, reduction):
+        return {"reduction": reduction, "from_logits": from_logits, **({} if scope is None else {"scope": scope})}
+
+    modules = [
+        w * L.build({"name": name, **params, **term_settings(scope, reduction), "backend": "torch"})
+        for w, (name, params, scope, reduction) in zip(weights, terms)
+    ]
+    criterion = modules[0]
+    for module in modules[1:]:
+        criterion = criterion + module
+    data = {k: v for k, v in call.items() if k in ("ignore", "weight")}
+
+    def reference(x):
+        total = 0.0
+        for w, (name, params, scope, reduction) in zip(weights, terms):
+            kw = dict(data) if _reads_weight(name) else {k: v for k, v in data.items() if k != "weight"}
+            total = total + w * getattr(R, name)(x, t, **params, **term_settings(scope, reduction), **kw)
+        return total
+
+    assert_agree(lambda x: criterion(x, t, **data), reference, z, (terms, weights, tuple(z.shape), call.keys()))
+
+
+@settings(
+    max_examples=EXAMPLES if TRITON_DEVICE == "cuda" else max(EXAMPLES // 10, 1),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(case=cases(max_side=4))
+def test_triton_kernels_match_the_reference_over_their_parameters(case):
+    """The Triton kernels: on the GPU where there is one, else under the interpreter (tiny sizes:
+    it runs every program in Python). The reference runs on the CPU."""
+    name, params, z, t, call = case
+    on_device = {k: v.to(TRITON_DEVICE) if isinstance(v, torch.Tensor) else v for k, v in call.items()}
+    t_device = t.to(TRITON_DEVICE)
+    reference = lambda x: getattr(R, name)(x, t, **params, **call)  # noqa: E731
+    fused = lambda x: getattr(FS, name)(x.to(TRITON_DEVICE), t_device, **params, **on_device, backend="triton").cpu()  # noqa: E731
+    assert_agree(fused, reference, z, (name, params, tuple(z.shape), call.keys()))
