@@ -14,8 +14,9 @@
 #                           the reference and torch.compile(reference) (MONAI's Hausdorff loss runs SciPy
 #                           on the host, ~30 s a step at this size: in the full bench stage)
 # More stages, for a second call if device time is left: bench (every default loss, 16x1x2048x2048),
-# bench-4k (4x1x4096x4096), validate, validate-compiled (seven losses through torch.compile), kernels
-# (registers and spills). Each stage has its own time limit (STAGE_LIMIT_S overrides them all) and a
+# bench-4k (4x1x4096x4096), validate, validate-compiled (seven losses through torch.compile), sweep
+# (hypothesis draws hyperparameters and data for the Triton kernels on CUDA), kernels (registers and
+# spills). Each stage has its own time limit (STAGE_LIMIT_S overrides them all) and a
 # failing stage does not stop the others. The test stages run with pytest-xdist (-n 8) when it is
 # importable: the first CUDA run compiles a few hundred Triton specialisations, which would take
 # most of the call in one process.
@@ -89,8 +90,10 @@ for stage in "${STAGES[@]}"; do
         validate-compiled) run_stage validate-compiled python3 -m fastseg validate --compiled --dtype float32 \
                    --loss hybrid_focal_margin dibe unified_focal dice focal distance_loss hausdorff_dt \
                    --json "$OUT/validate-compiled.json" ;;
+        sweep) run_stage sweep env FASTSEG_SWEEP_EXAMPLES=300 "${PYTEST[@]}" \
+                   tests/test_parameter_sweep.py::test_triton_kernels_match_the_reference_over_their_parameters ;;
         kernels) run_stage kernels python3 -m fastseg kernels --arch 90 --jobs 16 ;;
-        *) echo "unknown stage: $stage (distance-tests edt tests bench-short bench bench-4k validate validate-compiled kernels)" >&2
+        *) echo "unknown stage: $stage (distance-tests edt tests bench-short bench bench-4k validate validate-compiled sweep kernels)" >&2
            exit 2 ;;
     esac
 done

@@ -122,15 +122,20 @@ class Stats:
 
 
 def power_near_zero(x: Tensor, k: float) -> Tensor:
-    """``x ** k`` for ``x >= 0``: exact above :data:`POWER_FLOOR`, linear below (finite slope at 0)."""
+    """``x ** k`` for ``x >= 0``: exact above :data:`POWER_FLOOR`, linear below (finite slope at 0).
+
+    The two pieces are selected, not multiplied: as the reference's ``safe**k * (x / safe)``
+    autograd would add ``safe**k (1/safe - x/safe**2)``, a zero that float32 rounds to about
+    ``1e-7 / x``, and for a small exponent (focal Tversky at gamma = 1e-6) that error was 2 % of
+    the whole gradient, ``k x**(k-1)`` being that small."""
     if k == 0:
         return x**0.0  # 1, still a function of x (zero gradient): a loss of it can be backpropagated
     x = x.clamp_min(0)
     exponent = as_operand(k, x)
     if k >= 1:
         return x**exponent
-    safe = x.clamp_min(POWER_FLOOR)
-    return safe**exponent * (x / safe)
+    linear = x * POWER_FLOOR ** (exponent - 1)
+    return torch.where(x >= POWER_FLOOR, x.clamp_min(POWER_FLOOR) ** exponent, linear)
 
 
 def miss_ratio(hits: Tensor, misses: Tensor, eps: float) -> Tensor:
