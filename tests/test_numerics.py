@@ -193,7 +193,7 @@ def test_region_losses_of_crack_free_images_keep_their_gradient(name, scope, bac
     assert _relative(got_grad, want_grad) <= 2e-6
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS + ["reference"])
 @pytest.mark.parametrize(
     "name, kw",
     [("focal_tversky", dict(gamma=1e-3)), ("focal_tversky", dict(gamma=1e-6)), ("focal_tversky", dict(gamma=0.01, delta=0.3))],
@@ -207,7 +207,10 @@ def test_small_exponents_of_region_terms_keep_the_gradient(name, kw, backend):
     z = torch.randn(2, 1, 6, 7, generator=g, dtype=torch.float64) * 3
     t = torch.rand(z.shape, generator=g) < 0.3
     want, want_grad = _value_and_grad(getattr(R, name), z, t, **kw)
-    got, got_grad = _value_and_grad(getattr(FS, name), z.float(), t, backend=backend, **kw)
+    if backend == "reference":  # the float32 reference, which had the same product
+        got, got_grad = _value_and_grad(getattr(R, name), z.float(), t, **kw)
+    else:
+        got, got_grad = _value_and_grad(getattr(FS, name), z.float(), t, backend=backend, **kw)
     assert got == pytest.approx(want, rel=1e-6)
     assert _relative(got_grad, want_grad) <= 2e-6
 

@@ -124,8 +124,8 @@ class Stats:
 def power_near_zero(x: Tensor, k: float) -> Tensor:
     """``x ** k`` for ``x >= 0``: exact above :data:`POWER_FLOOR`, linear below (finite slope at 0).
 
-    The two pieces are selected, not multiplied: as the reference's ``safe**k * (x / safe)``
-    autograd would add ``safe**k (1/safe - x/safe**2)``, a zero that float32 rounds to about
+    The two pieces are selected, not multiplied: as ``safe**k * (x / safe)`` (an earlier form)
+    autograd added ``safe**k (1/safe - x/safe**2)``, a zero that float32 rounds to about
     ``1e-7 / x``, and for a small exponent (focal Tversky at gamma = 1e-6) that error was 2 % of
     the whole gradient, ``k x**(k-1)`` being that small."""
     if k == 0:

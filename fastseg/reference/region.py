@@ -72,8 +72,8 @@ def power_near_zero(x: Tensor, k: float) -> Tensor:
     x = x.clamp_min(0)
     if k >= 1:
         return x**k
-    safe = x.clamp_min(POWER_FLOOR)
-    return safe**k * (x / safe)
+    # x ** k of the clamped x: its gradient stays finite where the other piece is selected
+    return torch.where(x >= POWER_FLOOR, x.clamp_min(POWER_FLOOR) ** k, x * POWER_FLOOR ** (k - 1))
 
 
 def prepare(
