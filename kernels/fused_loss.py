@@ -167,15 +167,40 @@ def _q_bg_ce(p, q, nlq, t, g, G_FORM: tl.constexpr):
 
 
 @triton.jit
-def _q_el_fg(q, nlp, t, gce, GCE_FORM: tl.constexpr, GCE_M1_FORM: tl.constexpr, TINY: tl.constexpr):
-    """EL_FG: ``t (-log p)^gce``; derivative ``-t gce max(-log p, tiny)^(gce-1) q``."""
-    return t * _pow(nlp, gce, GCE_FORM), -t * gce * _pow(tl.maximum(nlp, TINY), gce - 1.0, GCE_M1_FORM) * q
+def _el_power(nl, r, z, gce, GCE_FORM: tl.constexpr, TINY: tl.constexpr):
+    """``(nl^gce, gce nl^(gce-1) r)`` for ``nl = -log p``, ``r = q`` (or ``-log q``, ``p``).
+
+    A general exponent goes through ``log2 nl``, which is ``-|z| log2(e)`` where ``nl`` has
+    underflowed (below ``TINY``: |z| > 87 in float32), so a confident pixel keeps its
+    ``e^(-gce |z|)`` instead of 0; the derivative is ``gce nl^gce (r / nl)``, ``r / nl`` being 1
+    there (``nl^(gce-1)`` would overflow).
+    """
+    if GCE_FORM == 1:
+        value = nl
+        slope = r
+    elif GCE_FORM == 2:
+        value = nl * nl
+        slope = 2.0 * nl * r
+    else:  # any other gce (0 would give 1 and 0 here as well)
+        normal = nl >= TINY
+        safe = tl.where(normal, nl, 1.0)
+        value = tl.exp2(gce * tl.where(normal, tl.log2(safe), -tl.abs(z) * 1.4426950408889634))
+        slope = gce * value * tl.where(normal, r / safe, 1.0)
+    return value, slope
 
 
 @triton.jit
-def _q_el_bg(p, nlq, t, gce, GCE_FORM: tl.constexpr, GCE_M1_FORM: tl.constexpr, TINY: tl.constexpr):
-    """EL_BG: ``(1-t) (-log q)^gce``; derivative ``(1-t) gce max(-log q, tiny)^(gce-1) p``."""
-    return (1.0 - t) * _pow(nlq, gce, GCE_FORM), (1.0 - t) * gce * _pow(tl.maximum(nlq, TINY), gce - 1.0, GCE_M1_FORM) * p
+def _q_el_fg(q, nlp, z, t, gce, GCE_FORM: tl.constexpr, TINY: tl.constexpr):
+    """EL_FG: ``t (-log p)^gce``; derivative ``-t gce (-log p)^(gce-1) q`` (:func:`_el_power`)."""
+    value, slope = _el_power(nlp, q, z, gce, GCE_FORM, TINY)
+    return t * value, -t * slope
+
+
+@triton.jit
+def _q_el_bg(p, nlq, z, t, gce, GCE_FORM: tl.constexpr, TINY: tl.constexpr):
+    """EL_BG: ``(1-t) (-log q)^gce``; derivative ``(1-t) gce (-log q)^(gce-1) p`` (:func:`_el_power`)."""
+    value, slope = _el_power(nlq, p, z, gce, GCE_FORM, TINY)
+    return (1.0 - t) * value, (1.0 - t) * slope
 
 
 @triton.jit
@@ -369,7 +394,7 @@ def _fused_loss_forward_kernel(
     COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
     COL_FP: tl.constexpr, COL_FN: tl.constexpr, COL_TN: tl.constexpr,
     G_FG_FORM: tl.constexpr, HAS_MARGIN: tl.constexpr, G_BG_FORM: tl.constexpr, GCE_FORM: tl.constexpr,
-    GCE_M1_FORM: tl.constexpr, DIBE_G_FORM: tl.constexpr, DIBE_A1_FORM: tl.constexpr, DIBE_B1_FORM: tl.constexpr,
+    DIBE_G_FORM: tl.constexpr, DIBE_A1_FORM: tl.constexpr, DIBE_B1_FORM: tl.constexpr,
     TINY: tl.constexpr,
     HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr,
     FP64: tl.constexpr, ATOMIC: tl.constexpr, PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr,
@@ -414,10 +439,10 @@ def _fused_loss_forward_kernel(
         v, _ = _q_bg_ce(p, q, nlq, t, _param(params_ptr, P_G_BG, FP64), G_BG_FORM)
         _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_BG_CE, ATOMIC, PER_ELEMENT)
     if COL_EL_FG >= 0:
-        v, _ = _q_el_fg(q, nlp, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, GCE_M1_FORM, TINY)
+        v, _ = _q_el_fg(q, nlp, z, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, TINY)
         _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_EL_FG, ATOMIC, PER_ELEMENT)
     if COL_EL_BG >= 0:
-        v, _ = _q_el_bg(p, nlq, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, GCE_M1_FORM, TINY)
+        v, _ = _q_el_bg(p, nlq, z, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, TINY)
         _emit(out_ptr, g, tile, n_tiles, v * w, mask, offs, inb, K, COL_EL_BG, ATOMIC, PER_ELEMENT)
     if COL_DIBE_FG >= 0:
         dibe_g, dibe_a = _param(params_ptr, P_DIBE_G, FP64), _param(params_ptr, P_DIBE_A, FP64)
@@ -461,7 +486,7 @@ def _fused_loss_backward_kernel(
     COL_SS_FG: tl.constexpr, COL_SS_BG: tl.constexpr, COL_D_FP: tl.constexpr, COL_D_SQERR: tl.constexpr,
     COL_FP: tl.constexpr, COL_FN: tl.constexpr, COL_TN: tl.constexpr,
     G_FG_FORM: tl.constexpr, HAS_MARGIN: tl.constexpr, G_BG_FORM: tl.constexpr, GCE_FORM: tl.constexpr,
-    GCE_M1_FORM: tl.constexpr, DIBE_G_FORM: tl.constexpr, DIBE_A1_FORM: tl.constexpr, DIBE_B1_FORM: tl.constexpr,
+    DIBE_G_FORM: tl.constexpr, DIBE_A1_FORM: tl.constexpr, DIBE_B1_FORM: tl.constexpr,
     TINY: tl.constexpr,
     HAS_VALID: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_DIST: tl.constexpr,
     FP64: tl.constexpr, PER_ELEMENT: tl.constexpr, BLOCK: tl.constexpr,
@@ -500,10 +525,10 @@ def _fused_loss_backward_kernel(
         _, dv = _q_bg_ce(p, q, nlq, t, _param(params_ptr, P_G_BG, FP64), G_BG_FORM)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_BG_CE, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_EL_FG >= 0:
-        _, dv = _q_el_fg(q, nlp, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, GCE_M1_FORM, TINY)
+        _, dv = _q_el_fg(q, nlp, z, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, TINY)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_FG, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_EL_BG >= 0:
-        _, dv = _q_el_bg(p, nlq, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, GCE_M1_FORM, TINY)
+        _, dv = _q_el_bg(p, nlq, z, t, _param(params_ptr, P_GCE, FP64), GCE_FORM, TINY)
         acc += _coef(c_ptr, g, offs, inb, c_sg, c_sk, COL_EL_BG, PER_ELEMENT).to(z.dtype) * (dv * w)
     if COL_DIBE_FG >= 0:
         dibe_g, dibe_a = _param(params_ptr, P_DIBE_G, FP64), _param(params_ptr, P_DIBE_A, FP64)

@@ -285,6 +285,25 @@ def test_extreme_logits_are_finite_and_exact(params, dtype):
     assert torch.isfinite(S).all() and torch.isfinite(grad).all()
 
 
+@pytest.mark.parametrize("gce", [0.1, 0.5, 1.7])
+def test_el_powers_of_pixels_beyond_float32_underflow(gce):
+    """At |z| > 87 ``-log p`` underflows float32 (``e^-|z|`` is below its smallest normal number)
+    while ``(-log p)^gce = e^(-gce |z|)`` is still 1e-5 for gce = 0.1 at |z| = 110: the kernels take
+    ``log(-log p)`` as ``-|z|`` there (they gave 0, and the torch path ``tiny^gce``, 2e-4), and the
+    derivative ``gce (-log p)^gce (q / -log p)`` with the ratio 1 (it gave 0)."""
+    z = torch.tensor([[[100.0, 110.0, -100.0, -110.0, 88.0, 95.0, -104.0, 3.0]]])
+    t = torch.tensor([[[1, 1, 0, 0, 1, 1, 0, 1]]], dtype=torch.uint8)
+    params = TermParams(gce=gce)
+    coeffs = torch.tensor([[1.0, 0.5]])
+    quantities = (Q.EL_FG, Q.EL_BG)
+    S = fused_loss_forward(z.to(DEVICE), t.to(DEVICE), quantities=quantities, params=params)
+    grad = fused_loss_backward(z.to(DEVICE), t.to(DEVICE), coeffs.to(DEVICE), quantities=quantities, params=params)
+    S_ref, g_ref = oracle(z.double(), t, coeffs.double(), quantities, params)
+    # atol: float32's subnormal range (e^(-1.7 * 100) rounds to 0)
+    torch.testing.assert_close(S.double().cpu(), S_ref, rtol=1e-5, atol=1e-40)
+    torch.testing.assert_close(grad.double().cpu(), g_ref, rtol=1e-4, atol=1e-40)
+
+
 def test_confident_pixels_keep_tiny_losses():
     # -log p at z = 20 is ~2e-9: log(1 + e) would round it to 0 in fp32, and EL's (-log p)^(gce - 1)
     # derivative would explode. The accurate log1p keeps the value and the small gradient.

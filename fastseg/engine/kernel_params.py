@@ -38,8 +38,7 @@ def _read(quantities: Sequence[int], params: TermParams) -> TermParams:
 
 
 #: The constexprs that the TermParams decide, in the order of :func:`kernel_forms`.
-FORM_NAMES = ("G_FG_FORM", "HAS_MARGIN", "G_BG_FORM", "GCE_FORM", "GCE_M1_FORM", "DIBE_G_FORM", "DIBE_A1_FORM",
-              "DIBE_B1_FORM")
+FORM_NAMES = ("G_FG_FORM", "HAS_MARGIN", "G_BG_FORM", "GCE_FORM", "DIBE_G_FORM", "DIBE_A1_FORM", "DIBE_B1_FORM")
 
 
 def kernel_forms(quantities: Sequence[int], params: TermParams) -> dict[str, int | bool]:
@@ -51,8 +50,7 @@ def kernel_forms(quantities: Sequence[int], params: TermParams) -> dict[str, int
     """
     kept = _read(quantities, params)
     forms = (power_form(kept.g_fg), kept.m != 0, power_form(kept.g_bg), power_form(kept.gce),
-             power_form(kept.gce - 1.0), power_form(kept.dibe_g), power_form(1.0 + kept.dibe_alpha),
-             power_form(1.0 + kept.dibe_beta))  # fmt: skip
+             power_form(kept.dibe_g), power_form(1.0 + kept.dibe_alpha), power_form(1.0 + kept.dibe_beta))  # fmt: skip
     return forms_dict(forms)
 
 

@@ -49,8 +49,10 @@ confidently has ``TN = 0`` and ``FN`` a millionth of ``SUM_T`` (Unified Focal's 
 weak false alarms sit beside confident cracks.
 
 Numerics the implementations must keep: ``x ** g`` as ``exp2(g * log2(x))`` with ``x = 0`` mapped
-to ``0`` (``g > 0``) or ``1`` (``g = 0``); ``(-lp) ** (gce - 1)`` with ``-lp`` clamped to the smallest
-normal float so gce < 1 stays finite; softplus forms only (no ``log(sigmoid)``).
+to ``0`` (``g > 0``) or ``1`` (``g = 0``); ``(-lp) ** gce`` (gce not 1 or 2) through ``log(-lp)``,
+taken as ``-|z|`` where ``-lp`` is below the smallest normal float (a confident pixel keeps
+``e^(-gce |z|)``), and its derivative as ``gce (-lp)^gce (q / -lp)`` with that ratio 1 there, so
+gce < 1 stays finite; softplus forms only (no ``log(sigmoid)``).
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ SPECIAL_VALUES = {
     "g_fg": (0.0, 0.5, 1.0, 2.0),
     "m": (0.0,),
     "g_bg": (0.0, 0.5, 1.0, 2.0),
-    "gce": (0.0, 0.5, 1.0, 2.0),
+    "gce": (1.0, 2.0),
     "dibe_g": (0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
     "dibe_alpha": (),
     "dibe_beta": (),
@@ -289,9 +289,37 @@ class _Chunk:
     def bg_ce(self) -> Tensor:  # p^g (-log(1-p))
         return _mul(self.spp, self.focal_bg)
 
-    def el(self, base: Tensor) -> Tensor:
+    def el(self, fg: bool) -> Tensor:
+        """``nl^gce``: ``nl = -log p`` (``fg``) or ``-log(1-p)``.
+
+        Any exponent but 1 and 2 goes through ``log nl``, which is ``-|z|`` where ``nl`` has
+        underflowed (below the smallest normal number: |z| > 87 in float32), so a confident pixel
+        keeps its ``e^(-gce |z|)``; clamping ``nl`` there gave ``tiny^gce`` (1.6e-4 for gce = 0.1,
+        against 2.3e-6 at |z| = 130) and a zero gradient.
+        """
+        nl = self.spn if fg else self.spp
         gce = self.params.gce
-        return base if gce == 1 else _pow(base.clamp_min(torch.finfo(self.dtype).tiny), gce, self.val.gce)
+        if gce == 1:
+            return nl
+        if gce == 2:
+            return nl * nl
+        tiny = torch.finfo(self.dtype).tiny
+        log_nl = _select(nl >= tiny, nl.clamp_min(tiny).log(), self.z.abs().neg_())
+        return torch.exp(log_nl.mul_(self.val.gce))
+
+    def el_slope(self, fg: bool) -> Tensor:
+        """``gce nl^(gce-1) r`` (``r = 1 - p`` for ``fg``, else ``p``): ``-d(nl^gce)/dz`` for ``fg``,
+        ``+`` otherwise; written ``gce nl^gce (r / nl)``, whose ``r / nl`` is 1 where ``nl`` has
+        underflowed (``nl^(gce-1)`` would overflow there)."""
+        nl, r = (self.spn, self.q) if fg else (self.spp, self.p)
+        gce = self.params.gce
+        if gce == 1:
+            return r
+        if gce == 2:
+            return (nl * r).mul_(2.0)
+        tiny = torch.finfo(self.dtype).tiny
+        ratio = _select(nl >= tiny, r / nl.clamp_min(tiny), torch.ones_like(r))
+        return ratio.mul_(self.el(fg)).mul_(self.val.gce)
 
     def _dibe_parts(self, fg: bool):
         """(hit value, miss/alarm value, u) of DIBE_FG (``fg``) or DIBE_BG."""
@@ -346,9 +374,9 @@ def _chunk_sums(c: _Chunk, quantities) -> list[Tensor]:
         elif k == Q.BG_CE:
             s = _rowdot(c.bg_ce(), c.ntw)
         elif k == Q.EL_FG:
-            s = _rowdot(c.el(c.spn), c.tw)
+            s = _rowdot(c.el(True), c.tw)
         elif k == Q.EL_BG:
-            s = _rowdot(c.el(c.spp), c.ntw)
+            s = _rowdot(c.el(False), c.ntw)
         elif k == Q.DIBE_FG:
             s = _rowdot(c.dibe(True), c.tw)
         elif k == Q.DIBE_BG:
@@ -465,16 +493,10 @@ def _chunk_grad(c: _Chunk, qs, coef: dict) -> Tensor:
         d = _mul(d, c.focal_bg)
         d = (d * c.ntw) if d is c.p else d.mul_(c.ntw)
         grad = add(grad, d.mul_(coef[Q.BG_CE]))
-    if Q.EL_FG in coef:  # t w gce (-lp)^(gce-1) (p - 1)
-        d = c.q * (-c.val.gce)
-        if pr.gce != 1:
-            d.mul_(c.spn.clamp_min(torch.finfo(c.dtype).tiny).pow_(c.val.gce - 1))
-        grad = add(grad, d.mul_(c.tw).mul_(coef[Q.EL_FG]))
+    if Q.EL_FG in coef:  # -t w gce (-lp)^(gce-1) (1 - p)
+        grad = add(grad, (c.el_slope(True) * c.tw).mul_(-coef[Q.EL_FG]))  # (el_slope may be c.q itself)
     if Q.EL_BG in coef:  # (1-t) w gce (-lq)^(gce-1) p
-        d = c.p * c.val.gce
-        if pr.gce != 1:
-            d.mul_(c.spp.clamp_min(torch.finfo(c.dtype).tiny).pow_(c.val.gce - 1))
-        grad = add(grad, d.mul_(c.ntw).mul_(coef[Q.EL_BG]))
+        grad = add(grad, (c.el_slope(False) * c.ntw).mul_(coef[Q.EL_BG]))
     if Q.DIBE_FG in coef:
         grad = add(grad, _dibe_grad(c, True).mul_(c.tw).mul_(coef[Q.DIBE_FG]))
     if Q.DIBE_BG in coef:
