@@ -8,8 +8,9 @@ eps from 1e-7 up) together with the data (shapes, logit scales, crack-free / all
 targets, ignore masks, weight maps, scopes, reductions, probabilities instead of logits), and
 compares value and gradient with :mod:`fastseg.reference` in float64, through the functional
 API and through the ``nn.Module``s of :func:`fastseg.losses.build`, alone and summed into a
-:class:`~fastseg.losses.CombinedLoss` (whose terms then share fused passes), and with float32
-logits against the float32 accuracy that the reference itself reaches. A failure prints the drawn
+:class:`~fastseg.losses.CombinedLoss` (whose terms then share fused passes), with float32
+logits against the float32 accuracy that the reference itself reaches, and with fp16 / bf16
+logits. A failure prints the drawn
 case; hypothesis replays it first on the next run.
 
 Tolerances, float64 against float64: value within 1e-9 of its largest entry plus 1e-15 (the
@@ -274,6 +275,39 @@ def test_float32_logits_are_as_accurate_as_the_float32_reference(case):
         _, ref32_grad = _value_and_grad(lambda x: getattr(R, name)(x.float(), t32, **params, **call32), z)
         ref32_err = (ref32_grad - ref_grad)[exact].abs().max().item()
         assert grad_err <= 10 * ref32_err, (name, params, grad_err / scale, ref32_err / scale)
+
+
+#: Gradient tolerance of half-precision logits (the gradient is returned in their dtype): a few
+#: units of its rounding, as ``fastseg validate`` allows.
+HALF_TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+@SWEEP
+@given(case=cases(), dtype=st.sampled_from(list(HALF_TOLERANCE)))
+def test_half_precision_logits_over_their_parameters(case, dtype):
+    """fp16 / bf16 logits against the float64 reference on the same (rounded) logits: the value,
+    computed in float32, within 2e-5 (1 + |L|); the gradient, returned in the logits' dtype,
+    within :data:`HALF_TOLERANCE` of its largest entry. Left out: probabilities that round to
+    exactly 0 or 1 (their gradient is a documented convention, README "Conventions"), and
+    gradients too large for the dtype (DIBE_Reg's ``(-log Tv)^10`` at eps = 1e-6 has 1e11)."""
+    name, params, z, t, call = case
+    assume(all(not isinstance(v, float) or v == 0 or v >= 1e-6 for v in params.values()))
+    z = z.to(dtype).double()
+    assume(bool(torch.isfinite(z).all()))  # fp16 overflows beyond 65504
+    if call.get("from_logits") is False:
+        assume(bool(((z > 0) & (z < 1)).all()))
+    value, grad = _value_and_grad(lambda x: getattr(FS, name)(x.to(dtype), t, **params, **call, backend="torch"), z)
+    ref_value, ref_grad = _value_and_grad(lambda x: getattr(R, name)(x, t, **params, **call), z)
+    assume(ref_grad.abs().max().item() <= torch.finfo(dtype).max / 4)
+    assert torch.isfinite(value).all() and torch.isfinite(grad).all(), (name, params)
+    value_err = (value - ref_value).abs().max().item()
+    assert value_err <= 2e-5 * (1 + ref_value.abs().max().item()), (name, params, value_err, value, ref_value)
+    exact = z.abs() <= SATURATION
+    if exact.any():
+        grad_err = (grad - ref_grad)[exact].abs().max().item()
+        scale = max(ref_grad.abs().max().item(), torch.finfo(dtype).tiny)
+        floor = 1e-6 * ref_value.abs().sum().item() / z.numel()
+        assert grad_err <= HALF_TOLERANCE[dtype] * scale + floor, (name, params, dtype, grad_err / scale)
 
 
 @st.composite
