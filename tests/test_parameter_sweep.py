@@ -6,23 +6,23 @@ Here hypothesis draws the hyperparameters from each loss's whole domain (:data:`
 special forms the kernels branch on, exponents crossing 1, margins, class weights of 0 and 1,
 eps from 1e-7 up) together with the data (shapes, logit scales, crack-free / all-crack / soft
 targets, ignore masks, weight maps, scopes, reductions, probabilities instead of logits), and
-compares value and gradient with :mod:`fastseg.reference` in float64, through the functional
-API and through the ``nn.Module``s of :func:`fastseg.losses.build`, alone and summed into a
-:class:`~fastseg.losses.CombinedLoss` (whose terms then share fused passes), with float32
-logits against the float32 accuracy that the reference itself reaches, and with fp16 / bf16
-logits. A failure prints the drawn
-case; hypothesis replays it first on the next run.
+compares value and gradient with :mod:`fastseg.reference` in float64: through the functional
+API and the ``nn.Module``s of :func:`fastseg.losses.build`, summed into a
+:class:`~fastseg.losses.CombinedLoss` (whose terms then share fused passes), with float32, fp16
+and bf16 logits, and through the Triton kernels. A failure prints the drawn case; hypothesis
+replays it first on the next run.
 
-Tolerances, float64 against float64: value within 1e-9 of its largest entry plus 1e-15 (the
-reference's own rounding: seed 003's factor ``1 - L_Dist`` at alpha = 0 cancels to 1e-9 on a
-crack-free image); gradient within 1e-8 of its largest entry plus 1e-16, at the pixels whose
-logit is at most :data:`SATURATION` (16) in magnitude, and finite elsewhere. Beyond that the
-reference is no oracle for the gradient: it differentiates ``sigmoid`` as ``p (1 - p)`` of its
-output, whose ``1 - p`` is off by up to 1e-16 in absolute terms (0 once ``p`` rounds to 1 at
-``|z| > 37``), so a saturated pixel's gradient is off by up to ``1e-16 |dL/dp|``; with DIBE_Reg's
-``(-log Tv)^8`` at eps = 1e-7 that was 5e-8 of the largest gradient, against mpmath's exact
-value, which the fused side matched to 16 digits. tests/test_numerics.py checks confident
-pixels' gradients against closed forms.
+Tolerances (:func:`assert_accurate`), float64 against float64: value within 1e-9 of its largest
+entry plus 1e-15 (the reference's own rounding: seed 003's factor ``1 - L_Dist`` at alpha = 0
+cancels to 1e-9 on a crack-free image); gradient within 1e-8 of its largest entry plus 1e-16, at
+the pixels whose logit is at most :data:`SATURATION` (16) in magnitude, and finite elsewhere.
+Beyond that the reference is no oracle for the gradient: it differentiates ``sigmoid`` as
+``p (1 - p)`` of its output, whose ``1 - p`` is off by up to 1e-16 in absolute terms (0 once
+``p`` rounds to 1 at ``|z| > 37``), so a saturated pixel's gradient is off by up to
+``1e-16 |dL/dp|``; with DIBE_Reg's ``(-log Tv)^8`` at eps = 1e-7 that was 5e-8 of the largest
+gradient, against mpmath's exact value, which the fused side matched to 16 digits.
+tests/test_numerics.py checks confident pixels' gradients against closed forms. Lower precisions
+have the bars of ``fastseg validate``, or float32's own limits (:func:`assert_accurate`).
 
 ``FASTSEG_SWEEP_EXAMPLES`` sets the examples per test (default 150; the Triton test under the
 interpreter takes a tenth): e.g. 5000 for a long hunt before a release.
@@ -209,20 +209,86 @@ def _value_and_grad(loss, z):
     return value.detach().double(), z.grad.double()
 
 
-def assert_agree(fused, reference, z, case):
-    value, grad = _value_and_grad(fused, z)
-    ref_value, ref_grad = _value_and_grad(reference, z)
-    assert value.shape == ref_value.shape, case
-    assert torch.isfinite(value).all() and torch.isfinite(grad).all(), case
-    value_err = (value - ref_value).abs().max().item()
-    assert value_err <= 1e-9 * ref_value.abs().max().item() + 1e-15, (value_err, value, ref_value, case)
-    exact = z.abs() <= SATURATION  # where the reference's gradient keeps its digits
-    grad_err = (grad - ref_grad)[exact].abs().max().item() if exact.any() else 0.0
-    assert grad_err <= 1e-8 * ref_grad.abs().max().item() + 1e-16, (grad_err, ref_grad.abs().max().item(), case)
-
-
 #: Logits beyond this magnitude: the gradient there is only checked to be finite (see the module docstring).
 SATURATION = 16.0
+
+#: Gradient tolerance of half-precision logits (the gradient is returned in their dtype): a few
+#: units of its rounding, as ``fastseg validate`` allows.
+HALF_TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def _on(device, x):
+    return x.to(device) if isinstance(x, torch.Tensor) else x
+
+
+def assert_accurate(fused, reference, z, t, call, *, params=None, dtype=torch.float64, device="cpu", where=()):
+    """``fused(x, t, call)`` (``x`` the logits in ``dtype`` on ``device``, ``t`` and the tensors of
+    ``call`` there too) against ``reference(x, t, call)`` in float64 on the same rounded logits, on
+    the CPU; ``params``: the hyperparameters (for the exclusions below).
+
+    float64: value within 1e-9 of its largest entry plus 1e-15, gradient within 1e-8 of its largest
+    entry plus 1e-16. Lower precisions: the value, computed in float32, within 2e-5 (1 + |L|); the
+    gradient within 2e-4 (float32) or :data:`HALF_TOLERANCE` (returned in the logits' dtype) of its
+    largest entry plus 1e-6 of a pixel's mean share of the loss (a gradient that cancels to exactly
+    0 in float64, balanced BCE's ``2 (beta - t)`` on a channel of one soft label, is that far from
+    0 in any float32 order); in float32, where that bar is missed (a gradient that is a small
+    difference of large terms: Tversky's with soft labels at delta = 0 is eps-driven, 5e-7 against
+    terms of 0.1), no further off than 10x the error of the reference itself run in float32 on
+    float32 soft labels and weights. Gradients are compared where ``|z| <= SATURATION``. Left out
+    below float64: hyperparameters in (0, 1e-6) (their gradients fall below float32's normal
+    range), probabilities that round to exactly 0 or 1 (their gradient is a documented convention,
+    README "Conventions") and gradients too large for the dtype (DIBE_Reg's ``(-log Tv)^10`` at
+    eps = 1e-6 has 1e11).
+    """
+    low = dtype != torch.float64
+    z = z.to(dtype).double()
+    assume(bool(torch.isfinite(z).all()))  # fp16 overflows beyond 65504
+    if low:
+        assume(all(not isinstance(v, float) or v == 0 or v >= 1e-6 for v in (params or {}).values()))
+        if call.get("from_logits") is False:
+            assume(bool(((z > 0) & (z < 1)).all()))
+    t_dev, call_dev = _on(device, t), {k: _on(device, v) for k, v in call.items()}
+    value, grad = _value_and_grad(lambda x: fused(x.to(device, dtype), t_dev, call_dev).cpu(), z)
+    ref_value, ref_grad = _value_and_grad(lambda x: reference(x, t, call), z)
+    where = (*where, tuple(z.shape), sorted(call), dtype)
+    if low:
+        assume(ref_grad.abs().max().item() <= torch.finfo(dtype).max / 4)
+    assert value.shape == ref_value.shape, where
+    assert torch.isfinite(value).all() and torch.isfinite(grad).all(), where
+    value_err = (value - ref_value).abs().max().item()
+    value_tol = 2e-5 * (1 + ref_value.abs().max().item()) if low else 1e-9 * ref_value.abs().max().item() + 1e-15
+    assert value_err <= value_tol, (value_err, value, ref_value, where)
+    exact = z.abs() <= SATURATION  # where the reference's gradient keeps its digits
+    if not exact.any():
+        return
+    grad_err = (grad - ref_grad)[exact].abs().max().item()
+    if not low:
+        assert grad_err <= 1e-8 * ref_grad.abs().max().item() + 1e-16, (grad_err, ref_grad.abs().max().item(), where)
+        return
+    scale = max(ref_grad.abs().max().item(), torch.finfo(dtype).tiny)
+    floor = 1e-6 * ref_value.abs().sum().item() / z.numel()
+    if dtype != torch.float32 or grad_err <= 2e-4 * scale + floor:
+        assert grad_err <= HALF_TOLERANCE.get(dtype, 2e-4) * scale + floor, (grad_err / scale, where)
+        return
+    as_float32 = lambda x: x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x  # noqa: E731
+    t32, call32 = as_float32(t), {k: as_float32(v) for k, v in call.items()}
+    _, ref32_grad = _value_and_grad(lambda x: reference(x.float(), t32, call32), z)
+    ref32_err = (ref32_grad - ref_grad)[exact].abs().max().item()
+    assert grad_err <= 10 * ref32_err, (grad_err / scale, ref32_err / scale, where)
+
+
+def functional(name, params, backend="torch"):
+    """``(x, t, call) -> loss`` of the fused ``name`` (``backend``) or, for backend None, the reference."""
+    if backend is None:
+        return lambda x, t, call: getattr(R, name)(x, t, **params, **call)
+    return lambda x, t, call: getattr(FS, name)(x, t, **params, **call, backend=backend)
+
+
+def assert_loss_accurate(fused, case, **kw):
+    """:func:`assert_accurate` for one loss of :func:`cases` against its reference."""
+    name, params, z, t, call = case
+    assert_accurate(fused, functional(name, params, None), z, t, call, params=params, where=(name, params), **kw)
+
 
 SWEEP = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -230,84 +296,27 @@ SWEEP = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[He
 @SWEEP
 @given(case=cases(), through_module=st.booleans())
 def test_fused_losses_match_the_reference_over_their_parameters(case, through_module):
+    """float64, through the functional API or a module of :func:`fastseg.losses.build`."""
     name, params, z, t, call = case
-    reference = lambda x: getattr(R, name)(x, t, **params, **call)  # noqa: E731
-    if through_module:
-        settings_ = {k: v for k, v in call.items() if k in ("reduction", "scope", "from_logits")}
-        module = L.build({"name": name, **params, **settings_, "backend": "torch"})
-        data = {k: v for k, v in call.items() if k in ("ignore", "weight")}
-        fused = lambda x: module(x, t, **data)  # noqa: E731
-    else:
-        fused = lambda x: getattr(FS, name)(x, t, **params, **call, backend="torch")  # noqa: E731
-    assert_agree(fused, reference, z, (name, params, tuple(z.shape), call.keys(), through_module))
-
-
-@SWEEP
-@given(case=cases())
-def test_float32_logits_are_as_accurate_as_the_float32_reference(case):
-    """float32 logits against the float64 reference on the same (rounded) logits: the value within
-    2e-5 (1 + |L|), the gradient within 2e-4 of its largest entry or, where float32 cannot give that
-    (a gradient that is a small difference of large terms: Tversky's with soft labels and
-    delta = 0 is eps-driven, 5e-7 against terms of 0.1), no further off than 10x the error of the
-    reference itself run in float32 (on float32 soft labels and weights, as the fused path reads
-    them), or within 1e-6 of a pixel's mean share of the loss. Hyperparameters in (0, 1e-6) are left out: their gradients
-    fall below float32's normal range. This sweep found the float32 rounding of focal Tversky's
-    small exponents and the EL powers of pixels beyond float32's underflow (tests/test_numerics.py)."""
-    name, params, z, t, call = case
-    assume(all(not isinstance(v, float) or v == 0 or v >= 1e-6 for v in params.values()))
-    z = z.float().double()
-    value, grad = _value_and_grad(lambda x: getattr(FS, name)(x.float(), t, **params, **call, backend="torch"), z)
-    ref_value, ref_grad = _value_and_grad(lambda x: getattr(R, name)(x, t, **params, **call), z)
-    assert torch.isfinite(value).all() and torch.isfinite(grad).all(), (name, params)
-    value_err = (value - ref_value).abs().max().item()
-    assert value_err <= 2e-5 * (1 + ref_value.abs().max().item()), (name, params, value_err, value, ref_value)
-    exact = z.abs() <= SATURATION
-    if not exact.any():
+    if not through_module:
+        assert_loss_accurate(functional(name, params), case)
         return
-    grad_err = (grad - ref_grad)[exact].abs().max().item()
-    scale = max(ref_grad.abs().max().item(), torch.finfo(torch.float32).tiny)
-    # a few float32 ulps of a pixel's share of the loss: a gradient that cancels to 0 exactly (balanced
-    # BCE's 2 (beta - t) on a channel of one soft label) is that far from 0 in any float32 order
-    floor = 1e-6 * ref_value.abs().sum().item() / z.numel()
-    if grad_err > 2e-4 * scale + floor:
-        as_float32 = lambda x: x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x  # noqa: E731
-        t32, call32 = as_float32(t), {k: as_float32(v) for k, v in call.items()}
-        _, ref32_grad = _value_and_grad(lambda x: getattr(R, name)(x.float(), t32, **params, **call32), z)
-        ref32_err = (ref32_grad - ref_grad)[exact].abs().max().item()
-        assert grad_err <= 10 * ref32_err, (name, params, grad_err / scale, ref32_err / scale)
 
+    def module(x, t, call):
+        settings_ = {k: v for k, v in call.items() if k in ("reduction", "scope", "from_logits")}
+        data = {k: v for k, v in call.items() if k in ("ignore", "weight")}
+        return L.build({"name": name, **params, **settings_, "backend": "torch"})(x, t, **data)
 
-#: Gradient tolerance of half-precision logits (the gradient is returned in their dtype): a few
-#: units of its rounding, as ``fastseg validate`` allows.
-HALF_TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+    assert_loss_accurate(module, case)
 
 
 @SWEEP
-@given(case=cases(), dtype=st.sampled_from(list(HALF_TOLERANCE)))
-def test_half_precision_logits_over_their_parameters(case, dtype):
-    """fp16 / bf16 logits against the float64 reference on the same (rounded) logits: the value,
-    computed in float32, within 2e-5 (1 + |L|); the gradient, returned in the logits' dtype,
-    within :data:`HALF_TOLERANCE` of its largest entry. Left out: probabilities that round to
-    exactly 0 or 1 (their gradient is a documented convention, README "Conventions"), and
-    gradients too large for the dtype (DIBE_Reg's ``(-log Tv)^10`` at eps = 1e-6 has 1e11)."""
-    name, params, z, t, call = case
-    assume(all(not isinstance(v, float) or v == 0 or v >= 1e-6 for v in params.values()))
-    z = z.to(dtype).double()
-    assume(bool(torch.isfinite(z).all()))  # fp16 overflows beyond 65504
-    if call.get("from_logits") is False:
-        assume(bool(((z > 0) & (z < 1)).all()))
-    value, grad = _value_and_grad(lambda x: getattr(FS, name)(x.to(dtype), t, **params, **call, backend="torch"), z)
-    ref_value, ref_grad = _value_and_grad(lambda x: getattr(R, name)(x, t, **params, **call), z)
-    assume(ref_grad.abs().max().item() <= torch.finfo(dtype).max / 4)
-    assert torch.isfinite(value).all() and torch.isfinite(grad).all(), (name, params)
-    value_err = (value - ref_value).abs().max().item()
-    assert value_err <= 2e-5 * (1 + ref_value.abs().max().item()), (name, params, value_err, value, ref_value)
-    exact = z.abs() <= SATURATION
-    if exact.any():
-        grad_err = (grad - ref_grad)[exact].abs().max().item()
-        scale = max(ref_grad.abs().max().item(), torch.finfo(dtype).tiny)
-        floor = 1e-6 * ref_value.abs().sum().item() / z.numel()
-        assert grad_err <= HALF_TOLERANCE[dtype] * scale + floor, (name, params, dtype, grad_err / scale)
+@given(case=cases(), dtype=st.sampled_from([torch.float32, torch.float16, torch.bfloat16]))
+def test_lower_precision_logits_over_their_parameters(case, dtype):
+    """float32, fp16 and bf16 logits (:func:`assert_accurate`'s bars). The float32 sweep found the
+    float32 rounding of focal Tversky's small exponents and the EL powers of pixels beyond float32's
+    underflow (tests/test_numerics.py)."""
+    assert_loss_accurate(functional(case[0], case[1]), case, dtype=dtype)
 
 
 @st.composite
@@ -343,16 +352,16 @@ def test_combined_losses_match_the_sum_of_references(case):
     criterion = modules[0]
     for module in modules[1:]:
         criterion = criterion + module
-    data = {k: v for k, v in call.items() if k in ("ignore", "weight")}
+    def data(call, reads_weight=True):
+        return {k: v for k, v in call.items() if k == "ignore" or (k == "weight" and reads_weight)}
 
-    def reference(x):
+    def reference(x, t, call):
         total = 0.0
         for w, (name, params, scope, reduction) in zip(weights, terms):
-            kw = dict(data) if _reads_weight(name) else {k: v for k, v in data.items() if k != "weight"}
-            total = total + w * getattr(R, name)(x, t, **params, **term_settings(scope, reduction), **kw)
+            total = total + w * getattr(R, name)(x, t, **params, **term_settings(scope, reduction), **data(call, _reads_weight(name)))
         return total
 
-    assert_agree(lambda x: criterion(x, t, **data), reference, z, (terms, weights, tuple(z.shape), call.keys()))
+    assert_accurate(lambda x, t, call: criterion(x, t, **data(call)), reference, z, t, call, where=(terms, weights))
 
 
 @settings(
@@ -360,13 +369,8 @@ def test_combined_losses_match_the_sum_of_references(case):
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(case=cases(max_side=4))
-def test_triton_kernels_match_the_reference_over_their_parameters(case):
-    """The Triton kernels: on the GPU where there is one, else under the interpreter (tiny sizes:
-    it runs every program in Python). The reference runs on the CPU."""
-    name, params, z, t, call = case
-    on_device = {k: v.to(TRITON_DEVICE) if isinstance(v, torch.Tensor) else v for k, v in call.items()}
-    t_device = t.to(TRITON_DEVICE)
-    reference = lambda x: getattr(R, name)(x, t, **params, **call)  # noqa: E731
-    fused = lambda x: getattr(FS, name)(x.to(TRITON_DEVICE), t_device, **params, **on_device, backend="triton").cpu()  # noqa: E731
-    assert_agree(fused, reference, z, (name, params, tuple(z.shape), call.keys()))
+@given(case=cases(max_side=4), dtype=st.sampled_from([torch.float64, torch.float32, torch.float16]))
+def test_triton_kernels_match_the_reference_over_their_parameters(case, dtype):
+    """The Triton kernels, float64, float32 and fp16 logits: on the GPU where there is one, else
+    under the interpreter (tiny sizes: it runs every program in Python). The reference runs on the CPU."""
+    assert_loss_accurate(functional(case[0], case[1], "triton"), case, dtype=dtype, device=TRITON_DEVICE)
