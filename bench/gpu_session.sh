@@ -15,7 +15,7 @@
 #                           on the host, ~30 s a step at this size: in the full bench stage)
 # More stages, for a second call if device time is left: bench (every default loss, 16x1x2048x2048),
 # bench-4k (4x1x4096x4096), validate, validate-compiled (seven losses through torch.compile), sweep
-# (hypothesis draws hyperparameters and data for the Triton kernels on CUDA), kernels (registers and
+# (hypothesis draws hyperparameters, data and logit dtypes for the Triton kernels on CUDA), kernels (registers and
 # spills). Each stage has its own time limit (STAGE_LIMIT_S overrides them all) and a
 # failing stage does not stop the others. The test stages run with pytest-xdist (-n 8) when it is
 # importable: the first CUDA run compiles a few hundred Triton specialisations, which would take
