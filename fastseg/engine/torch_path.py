@@ -289,13 +289,31 @@ class _Chunk:
     def bg_ce(self) -> Tensor:  # p^g (-log(1-p))
         return _mul(self.spp, self.focal_bg)
 
+    def _el_log(self, fg: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(safe, log_nl, normal)`` of ``nl = -log p`` (``fg``) or ``-log(1-p)``, made once per
+        chunk: ``nl`` clamped to the smallest normal number, ``log nl`` (``-|z|`` where ``nl`` has
+        underflowed: |z| > 87 in float32), and the mask of normal ``nl``. In eager CPU code a quick
+        look first (``nl`` rarely underflows, and the select costs as much as the power): ``normal``
+        is None where nothing did; a compiled graph fuses the select, and a CUDA tensor would have
+        to synchronise for the look, so both always take it."""
+        key = "_el_log_fg" if fg else "_el_log_bg"
+        if key not in self.__dict__:
+            nl = self.spn if fg else self.spp
+            tiny = torch.finfo(self.dtype).tiny
+            safe = nl.clamp_min(tiny)
+            log_nl, normal = safe.log(), None
+            if nl.device.type != "cpu" or torch.compiler.is_compiling() or bool((nl < tiny).any()):
+                normal = nl >= tiny
+                log_nl = _select(normal, log_nl, self.z.abs().neg_())
+            self.__dict__[key] = (safe, log_nl, normal)
+        return self.__dict__[key]
+
     def el(self, fg: bool) -> Tensor:
         """``nl^gce``: ``nl = -log p`` (``fg``) or ``-log(1-p)``.
 
-        Any exponent but 1 and 2 goes through ``log nl``, which is ``-|z|`` where ``nl`` has
-        underflowed (below the smallest normal number: |z| > 87 in float32), so a confident pixel
-        keeps its ``e^(-gce |z|)``; clamping ``nl`` there gave ``tiny^gce`` (1.6e-4 for gce = 0.1,
-        against 2.3e-6 at |z| = 130) and a zero gradient.
+        Any exponent but 1 and 2 goes through ``log nl`` (:meth:`_el_log`), so a confident pixel
+        whose ``nl`` has underflowed keeps its ``e^(-gce |z|)``; clamping ``nl`` there gave
+        ``tiny^gce`` (1.6e-4 for gce = 0.1, against 2.3e-6 at |z| = 130) and a zero gradient.
         """
         nl = self.spn if fg else self.spp
         gce = self.params.gce
@@ -303,19 +321,7 @@ class _Chunk:
             return nl
         if gce == 2:
             return nl * nl
-        tiny = torch.finfo(self.dtype).tiny
-        log_nl = nl.clamp_min(tiny).log()
-        if self._underflows(nl):
-            log_nl = _select(nl >= tiny, log_nl, self.z.abs().neg_())
-        return torch.exp(log_nl.mul_(self.val.gce))
-
-    def _underflows(self, nl: Tensor) -> bool:
-        """Whether ``nl`` may be below the smallest normal number somewhere in the chunk: a quick
-        look in eager CPU code (it rarely is, and the select costs as much as the power), else
-        assumed (a compiled graph fuses the select; a CUDA tensor would have to synchronise)."""
-        if nl.device.type != "cpu" or torch.compiler.is_compiling():
-            return True
-        return bool((nl < torch.finfo(self.dtype).tiny).any())
+        return torch.exp(self._el_log(fg)[1] * self.val.gce)
 
     def el_slope(self, fg: bool) -> Tensor:
         """``gce nl^(gce-1) r`` (``r = 1 - p`` for ``fg``, else ``p``): ``-d(nl^gce)/dz`` for ``fg``,
@@ -327,10 +333,10 @@ class _Chunk:
             return r
         if gce == 2:
             return (nl * r).mul_(2.0)
-        tiny = torch.finfo(self.dtype).tiny
-        ratio = r / nl.clamp_min(tiny)
-        if self._underflows(nl):
-            ratio = _select(nl >= tiny, ratio, torch.ones_like(r))
+        safe, _, normal = self._el_log(fg)
+        ratio = r / safe
+        if normal is not None:
+            ratio = _select(normal, ratio, torch.ones_like(r))
         return ratio.mul_(self.el(fg)).mul_(self.val.gce)
 
     def _dibe_parts(self, fg: bool):
