@@ -352,6 +352,7 @@ def test_combined_losses_match_the_sum_of_references(case):
     criterion = modules[0]
     for module in modules[1:]:
         criterion = criterion + module
+
     def data(call, reads_weight=True):
         return {k: v for k, v in call.items() if k == "ignore" or (k == "weight" and reads_weight)}
 
