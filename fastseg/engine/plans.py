@@ -65,6 +65,9 @@ class Stats:
 
     def __init__(self, S: Tensor, quantities, B: int, C: int, P: int, scope: str, masked: bool):
         self.S = S.view(B, C, P, len(quantities))
+        # One unbind rather than a select per quantity: in backward one node stacks the columns'
+        # gradients (a select's backward writes a zero-filled S each).
+        self.columns = self.S.unbind(-1)
         self.index = {q: i for i, q in enumerate(quantities)}
         self.scope = scope
         self.masked = masked
@@ -78,7 +81,7 @@ class Stats:
 
     def pixel(self, q: Q) -> Tensor:
         """``[B, C, P]``: the sum per (image, channel) (``P = 1``) or the value per pixel."""
-        return self.S[..., self.index[q]]
+        return self.columns[self.index[q]]
 
     def channel(self, q: Q) -> Tensor:
         """``[1, C, 1]``: the sum over the batch and every pixel, per channel."""
@@ -89,7 +92,8 @@ class Stats:
 
     def group(self, q: Q) -> Tensor:
         """Region statistic per group: ``[B, C]`` (scope "image") or ``[C]`` ("batch")."""
-        per_image = self.pixel(q).sum(dim=2)
+        values = self.pixel(q)
+        per_image = values.squeeze(2) if values.shape[2] == 1 else values.sum(dim=2)
         return per_image if self.scope == "image" else per_image.sum(dim=0)
 
     # reductions --------------------------------------------------------------------------
@@ -153,14 +157,11 @@ class _MissRatio(torch.autograd.Function):
     ``d/d misses = (hits + eps) / D^2``."""
 
     @staticmethod
-    def forward(hits: Tensor, misses: Tensor, eps) -> Tensor:
-        return misses / (hits + misses + eps)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        hits, misses, eps = inputs
+    def forward(ctx, hits: Tensor, misses: Tensor, eps) -> Tensor:
+        # (forward with ctx, not setup_context: Function.apply then skips an inspect.signature)
         ctx.save_for_backward(hits, misses)
         ctx.eps = eps
+        return misses / (hits + misses + eps)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
