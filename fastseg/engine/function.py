@@ -16,6 +16,12 @@ tensors (``backend="torch"``, or Triton where ``triton_op`` is missing) it stays
 the graph, because the op reads it on the host and a CUDA graph replays what was read when it
 was recorded.
 
+A plain eager call (:func:`plain_eager`: ordinary tensors, nothing tracing or intercepting ops)
+runs the same backend functions through :class:`_EagerFusedSums`, a plain
+``torch.autograd.Function``, and skips the ops' Python dispatch (about 150 us of host time per
+step on CPU; under torch.compile, torch.export, ``torch.jit.trace``, a ``TorchDispatchMode``,
+torch.func transforms, tensor subclasses and ``create_graph=True`` backward the ops run).
+
 The autograd formula of ``fused_sums`` (``register_autograd``) is ``fused_grad``; the epilogue
 on ``S`` is plain torch code, so autograd itself produces ``coeffs`` (scope "batch" sums ``S``
 over the batch there, and autograd expands ``coeffs`` back). Saved for backward: references to
