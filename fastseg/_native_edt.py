@@ -73,22 +73,25 @@ static void dt1d(const double *f, double *d, int64_t n, int64_t *v, double *z) {
 
 #define BLOCK 8
 
-/* Squared distance to the nearest target along axis 0 for every line at once (0 = target,
-   INFINITY elsewhere): a forward and a backward sweep over whole rows of the other axes, so every
-   access is contiguous. `near` is `inner` int64 scratch. */
-static void sweep_axis0(double *a, int64_t n, int64_t inner, int64_t *near) {
-    for (int64_t j = 0; j < inner; j++) near[j] = -1;
+/* Squared distance to the nearest target along axis 0 for the lines lo:hi of the other axes
+   (0 = target, INFINITY elsewhere): a forward and a backward sweep over those columns of whole
+   rows, so every access is contiguous. */
+static int sweep_axis0(double *a, int64_t n, int64_t inner, int64_t lo, int64_t hi) {
+    int64_t width = hi - lo;
+    int64_t *near = malloc(sizeof(int64_t) * (width > 0 ? width : 1));
+    if (!near) return 1;
+    for (int64_t j = 0; j < width; j++) near[j] = -1;
     for (int64_t q = 0; q < n; q++) {
-        double *row = a + q * inner;
-        for (int64_t j = 0; j < inner; j++) {
+        double *row = a + q * inner + lo;
+        for (int64_t j = 0; j < width; j++) {
             if (row[j] == 0.0) near[j] = q;
             else if (near[j] >= 0) row[j] = (double)(q - near[j]) * (double)(q - near[j]);
         }
     }
-    for (int64_t j = 0; j < inner; j++) near[j] = -1;
+    for (int64_t j = 0; j < width; j++) near[j] = -1;
     for (int64_t q = n - 1; q >= 0; q--) {
-        double *row = a + q * inner;
-        for (int64_t j = 0; j < inner; j++) {
+        double *row = a + q * inner + lo;
+        for (int64_t j = 0; j < width; j++) {
             if (row[j] == 0.0) near[j] = q;
             else if (near[j] >= 0) {
                 double d = (double)(near[j] - q) * (double)(near[j] - q);
@@ -96,43 +99,52 @@ static void sweep_axis0(double *a, int64_t n, int64_t inner, int64_t *near) {
             }
         }
     }
+    free(near);
+    return 0;
 }
 
-/* Squared EDT of one image a (0 on the target set, INFINITY elsewhere) in place, every axis:
-   sweeps along axis 0, then the lower envelope along each other axis (the contiguous last axis
-   line by line, a middle axis BLOCK neighbouring lines at a time, whole cache lines). */
-static int transform(double *a, int ndim, const int64_t *shape) {
-    int64_t size = 1, longest = 1;
-    for (int i = 0; i < ndim; i++) {
-        size *= shape[i];
-        if (shape[i] > longest) longest = shape[i];
-    }
-    int64_t inner0 = size / shape[0];
-    double *buf = malloc(sizeof(double) * (2 * BLOCK * longest + longest + 1));
-    int64_t *v = malloc(sizeof(int64_t) * (longest + 1 > inner0 ? longest + 1 : inner0));
+/* Elements after `axis` (its lines' stride) and the number of its lines. */
+static void axis_layout(int ndim, const int64_t *shape, int axis, int64_t *inner, int64_t *outer) {
+    int64_t in = 1, out = 1;
+    for (int i = axis + 1; i < ndim; i++) in *= shape[i];
+    for (int i = 0; i < axis; i++) out *= shape[i];
+    *inner = in;
+    *outer = out;
+}
+
+/* Independent jobs of the pass along `axis`: lines of the other axes for axis 0, lines of the
+   contiguous last axis, or blocks of BLOCK neighbouring lines of a middle axis. */
+int64_t fastseg_edt_jobs(int ndim, const int64_t *shape, int axis) {
+    int64_t inner, outer;
+    axis_layout(ndim, shape, axis, &inner, &outer);
+    if (axis == 0) return inner;
+    return inner == 1 ? outer : outer * ((inner + BLOCK - 1) / BLOCK);
+}
+
+/* Jobs lo:hi of the lower envelope along `axis` >= 1 (the contiguous last axis line by line, a
+   middle axis BLOCK neighbouring lines at a time, whole cache lines). */
+static int envelope_axis(double *a, int ndim, const int64_t *shape, int axis, int64_t lo, int64_t hi) {
+    int64_t n = shape[axis], inner, outer;
+    axis_layout(ndim, shape, axis, &inner, &outer);
+    double *buf = malloc(sizeof(double) * (2 * BLOCK * n + n + 1));
+    int64_t *v = malloc(sizeof(int64_t) * (n + 1));
     if (!buf || !v) {
         free(buf);
         free(v);
         return 1;
     }
-    sweep_axis0(a, shape[0], inner0, v);
-    double *z = buf + 2 * BLOCK * longest;
-    for (int axis = 1; axis < ndim; axis++) {
-        int64_t n = shape[axis], inner = 1;
-        for (int i = axis + 1; i < ndim; i++) inner *= shape[i];
-        int64_t outer = size / (n * inner);
-        if (inner == 1) {
-            double *f = buf;
-            for (int64_t o = 0; o < outer; o++) {
-                double *line = a + o * n;
-                for (int64_t q = 0; q < n; q++) f[q] = line[q];
-                dt1d(f, line, n, v, z);
-            }
-            continue;
+    double *z = buf + 2 * BLOCK * n;
+    if (inner == 1) {
+        double *f = buf;
+        for (int64_t o = lo; o < hi; o++) {
+            double *line = a + o * n;
+            for (int64_t q = 0; q < n; q++) f[q] = line[q];
+            dt1d(f, line, n, v, z);
         }
+    } else {
         int64_t blocks = (inner + BLOCK - 1) / BLOCK;
         double *f = buf, *d = buf + BLOCK * n;
-        for (int64_t job = 0; job < outer * blocks; job++) {
+        for (int64_t job = lo; job < hi; job++) {
             int64_t o = job / blocks, i0 = (job % blocks) * BLOCK;
             int64_t width = inner - i0 < BLOCK ? inner - i0 : BLOCK;
             double *base = a + o * n * inner + i0;
@@ -148,44 +160,71 @@ static int transform(double *a, int ndim, const int64_t *shape) {
     return 0;
 }
 
+/* Jobs lo:hi (fastseg_edt_jobs) of the pass along `axis` of one image: the sweeps for axis 0,
+   the lower envelope otherwise. The passes must run in axis order; the jobs of one pass are
+   independent (callers may split them over threads). Returns 1 when out of memory. */
+int fastseg_edt_pass(double *a, int ndim, const int64_t *shape, int axis, int64_t lo, int64_t hi) {
+    if (axis == 0) return sweep_axis0(a, shape[0], fastseg_edt_jobs(ndim, shape, 0), lo, hi);
+    return envelope_axis(a, ndim, shape, axis, lo, hi);
+}
+
+/* Elements lo:hi of the transform's input: 0 on the target set (foreground when to_fg), INFINITY
+   elsewhere. */
+void fastseg_edt_fill(const uint8_t *m, double *w, int to_fg, int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; i++) w[i] = ((m[i] != 0) == to_fg) ? 0.0 : INFINITY;
+}
+
+/* Elements lo:hi of the output from the squared distances w (plus w2, the other side of a
+   boundary field, where not NULL): squared, or square roots taken in float64 and rounded once. */
+void fastseg_edt_emit(const double *w, const double *w2, void *out, int out_double, int squared, int64_t lo,
+                      int64_t hi) {
+    for (int64_t i = lo; i < hi; i++) {
+        double v = w2 ? w[i] + w2[i] : w[i];  /* one of the two is 0 */
+        if (!squared) v = sqrt(v);
+        if (out_double) ((double *)out)[i] = v;
+        else ((float *)out)[i] = (float)v;
+    }
+}
+
 /* mask: [count, *shape] bytes, nonzero = foreground. out: float32 (out_double = 0) or float64.
    mode 0: distance to the nearest foreground pixel; 1: to the nearest background pixel; images
    without such a pixel get `fill`. mode 2: the two-sided boundary field (distance to the nearest
    pixel of the other class), 0 on images holding one class. squared: squared distances, else
    their float64 square roots rounded once to the output type. Images run one after another
-   (one image-sized float64 work buffer per transform); callers split a batch over threads. */
+   (one image-sized float64 work buffer per transform); callers split a batch over threads, or
+   one image's passes (fastseg_edt_pass). */
 int fastseg_edt(const uint8_t *mask, void *out, int out_double, int64_t count, int ndim, const int64_t *shape,
                 int mode, int squared, double fill) {
     int64_t size = 1;
     for (int i = 0; i < ndim; i++) size *= shape[i];
     double *work = malloc(sizeof(double) * size * (mode == 2 ? 2 : 1));
     if (!work) return 1;
+    size_t out_size = out_double ? sizeof(double) : sizeof(float);
     for (int64_t img = 0; img < count; img++) {
         const uint8_t *m = mask + img * size;
+        void *o = (char *)out + img * size * out_size;
         int64_t fg = 0;
         for (int64_t i = 0; i < size; i++) fg += m[i] != 0;
-        int passes = mode == 2 ? 2 : 1, rc = 0;
+        int passes = mode == 2 ? 2 : 1;
         int empty = mode == 0 ? fg == 0 : mode == 1 ? fg == size : (fg == 0 || fg == size);
-        if (!empty) {
-            for (int p = 0; p < passes && !rc; p++) {
-                int to_fg = mode == 0 || (mode == 2 && p == 0);
-                double *w = work + p * size;
-                for (int64_t i = 0; i < size; i++) w[i] = ((m[i] != 0) == to_fg) ? 0.0 : INFINITY;
-                rc = transform(w, ndim, shape);
+        if (empty) {
+            double v = mode == 2 ? 0.0 : fill;
+            for (int64_t i = 0; i < size; i++) {
+                if (out_double) ((double *)o)[i] = v;
+                else ((float *)o)[i] = (float)v;
             }
-            if (rc) { free(work); return 1; }
+            continue;
         }
-        double empty_value = mode == 2 ? 0.0 : fill;
-        for (int64_t i = 0; i < size; i++) {
-            double v;
-            if (empty) v = empty_value;
-            else {
-                v = mode == 2 ? work[i] + work[size + i] : work[i];  /* one of the two is 0 */
-                if (!squared) v = sqrt(v);
-            }
-            if (out_double) ((double *)out)[img * size + i] = v;
-            else ((float *)out)[img * size + i] = (float)v;
+        for (int p = 0; p < passes; p++) {
+            double *w = work + p * size;
+            fastseg_edt_fill(m, w, mode == 0 || (mode == 2 && p == 0), 0, size);
+            for (int axis = 0; axis < ndim; axis++)
+                if (fastseg_edt_pass(w, ndim, shape, axis, 0, fastseg_edt_jobs(ndim, shape, axis))) {
+                    free(work);
+                    return 1;
+                }
         }
+        fastseg_edt_emit(work, mode == 2 ? work + size : NULL, o, out_double, squared, 0, size);
     }
     free(work);
     return 0;
@@ -236,11 +275,18 @@ def load():
             _warn_fallback(why)
             return None
         lib = ctypes.CDLL(str(path))
-        lib.fastseg_edt.restype = ctypes.c_int
-        lib.fastseg_edt.argtypes = [
-            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int,
-            ctypes.POINTER(ctypes.c_int64), ctypes.c_int, ctypes.c_int, ctypes.c_double,
-        ]
+        shape_p, i64, vp = ctypes.POINTER(ctypes.c_int64), ctypes.c_int64, ctypes.c_void_p
+        signatures = {
+            "fastseg_edt": (ctypes.c_int, [vp, vp, ctypes.c_int, i64, ctypes.c_int, shape_p, ctypes.c_int,
+                                           ctypes.c_int, ctypes.c_double]),
+            "fastseg_edt_jobs": (i64, [ctypes.c_int, shape_p, ctypes.c_int]),
+            "fastseg_edt_pass": (ctypes.c_int, [vp, ctypes.c_int, shape_p, ctypes.c_int, i64, i64]),
+            "fastseg_edt_fill": (None, [vp, vp, ctypes.c_int, i64, i64]),
+            "fastseg_edt_emit": (None, [vp, vp, vp, ctypes.c_int, ctypes.c_int, i64, i64]),
+        }
+        for name, (restype, argtypes) in signatures.items():
+            function = getattr(lib, name)
+            function.restype, function.argtypes = restype, argtypes
         _LIB = lib
     except OSError as error:
         _warn_fallback(f"the compiled library could not be loaded ({error})")
@@ -261,12 +307,21 @@ def _warn_fallback(why: str) -> None:
 MODES = {"foreground": 0, "background": 1, "field": 2}
 
 
+#: Pixels per image from which an image's passes are split over threads when a batch has fewer
+#: images than threads (below it, handing the parts to the pool costs more than it saves).
+SPLIT_IMAGE_PIXELS = 1 << 16
+
+
 def distance_map(mask: np.ndarray, mode: str, *, squared: bool, fill: float, double: bool, threads: int) -> np.ndarray:
     """Unit-spacing distances of each image of ``mask`` (``[N, *spatial]``, nonzero = foreground).
 
     ``mode``: ``"foreground"`` / ``"background"`` (distance to the nearest such pixel; ``fill`` on
     images without one) or ``"field"`` (two-sided boundary field, 0 on single-class images).
     float64 with ``double`` else float32; squared or not. Requires :func:`load` to have succeeded.
+
+    Threads: a batch of at least ``threads`` images is split over them by images; a smaller batch
+    of large images (a single image, a 3-D volume) runs its images one after another, each pass
+    split over the threads by lines.
     """
     lib = load()
     mask = np.ascontiguousarray(mask)
@@ -275,20 +330,57 @@ def distance_map(mask: np.ndarray, mode: str, *, squared: bool, fill: float, dou
     out = np.empty(mask.shape, np.float64 if double else np.float32)
     count, ndim = mask.shape[0], mask.ndim - 1
     shape = (ctypes.c_int64 * ndim)(*mask.shape[1:])
+    threads = max(1, int(threads))
+    if count < threads and mask[0].size >= SPLIT_IMAGE_PIXELS:
+        for image, image_out in zip(mask, out):
+            _split_image(lib, image.reshape(-1), image_out.reshape(-1), mode, squared, fill, double, ndim, shape,
+                         threads)
+        return out
 
     def run(lo: int, hi: int) -> int:  # images lo:hi; ctypes releases the GIL during the call
         return lib.fastseg_edt(mask[lo:hi].ctypes.data, out[lo:hi].ctypes.data, int(double), hi - lo, ndim, shape,
                                MODES[mode], int(squared), float(fill))
 
-    threads = max(1, min(int(threads), count))
+    _check(_split(run, count, threads))
+    return out
+
+
+def _split_image(lib, mask: np.ndarray, out: np.ndarray, mode: str, squared: bool, fill: float, double: bool,
+                 ndim: int, shape, threads: int) -> None:
+    """One image (flat ``mask`` and ``out``) with each pass's jobs split over ``threads``."""
+    size = mask.size
+    foreground = int(np.count_nonzero(mask))
+    empty = {"foreground": foreground == 0, "background": foreground == size}.get(mode, foreground in (0, size))
+    if empty:
+        out[...] = 0.0 if mode == "field" else fill
+        return
+    sides = (True, False) if mode == "field" else (mode == "foreground",)
+    work = np.empty((len(sides), size), np.float64)
+    for side, w in zip(sides, work):
+        _split(lambda lo, hi: lib.fastseg_edt_fill(mask.ctypes.data, w.ctypes.data, int(side), lo, hi) or 0, size,
+               threads)
+        for axis in range(ndim):
+            jobs = lib.fastseg_edt_jobs(ndim, shape, axis)
+            _check(_split(lambda lo, hi: lib.fastseg_edt_pass(w.ctypes.data, ndim, shape, axis, lo, hi), jobs,
+                          threads))
+    second = work[1].ctypes.data if len(sides) == 2 else None
+    _split(lambda lo, hi: lib.fastseg_edt_emit(work[0].ctypes.data, second, out.ctypes.data, int(double),
+                                               int(squared), lo, hi) or 0, size, threads)
+
+
+def _split(run, count: int, threads: int) -> list[int]:
+    """``run(lo, hi)`` over ``threads`` even parts of ``range(count)`` (in this thread when one
+    part); their return codes."""
+    threads = max(1, min(threads, count))
     if threads == 1:
-        codes = [run(0, count)]
-    else:
-        bounds = [count * i // threads for i in range(threads + 1)]
-        codes = list(_pool(threads).map(run, bounds[:-1], bounds[1:]))
+        return [run(0, count)]
+    bounds = [count * i // threads for i in range(threads + 1)]
+    return list(_pool(threads).map(run, bounds[:-1], bounds[1:]))
+
+
+def _check(codes: list[int]) -> None:
     if any(codes):
         raise MemoryError("fastseg native EDT: out of memory")
-    return out
 
 
 _POOL = None

@@ -175,6 +175,53 @@ def test_inner_boundary_equals_scipy_erosion():
     assert np.array_equal(inner_boundary(m3)[0, 0].numpy(), want3)
 
 
+@pytest.fixture
+def images_split_over_threads(monkeypatch):
+    """The native EDT with fewer images than threads: each image's passes split over 3 threads
+    (from any image size, so small test images take that path)."""
+    from fastseg import _native_edt
+
+    if _native_edt.load() is None:
+        pytest.skip("no C compiler: the native EDT is not built")
+    monkeypatch.setattr(_native_edt, "SPLIT_IMAGE_PIXELS", 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    calls = []
+    real = _native_edt._split_image
+    monkeypatch.setattr(_native_edt, "_split_image", lambda *a: calls.append(1) or real(*a))
+    yield calls
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 1, 37, 53), (2, 1, 8, 41), (1, 2, 1, 29), (1, 1, 29, 1), (1, 1, 9, 10, 11), (2, 1, 30), (1, 1, 1, 1)],
+    ids=["2d", "two images", "1xN", "Nx1", "3d", "1d", "1x1"],
+)
+def test_images_split_over_threads_equal_scipy(images_split_over_threads, shape):
+    assert_equals_scipy(_random(shape, 0.05, seed=4))
+    assert images_split_over_threads, "the split path ran"
+
+
+def test_special_images_split_over_threads_equal_scipy_and_monai(images_split_over_threads):
+    from monai.losses import HausdorffDTLoss
+
+    h, w = 15, 21
+    for fill in ("empty", "full", "pixel", "line"):
+        m = torch.zeros(1, 1, h, w, dtype=torch.uint8)
+        if fill == "full":
+            m[:] = 1
+        elif fill == "pixel":
+            m[0, 0, 7, 10] = 1
+        elif fill == "line":
+            m[0, 0, :, 0] = 1
+        assert_equals_scipy(m)
+        field = HausdorffDTLoss().distance_field(m.float())
+        assert torch.equal(boundary_field(m), field.float()), fill
+    field = HausdorffDTLoss().distance_field(_random((1, 1, 9, 10), 0.3, seed=8).float())
+    assert torch.equal(boundary_field(_random((1, 1, 9, 10), 0.3, seed=8)), field.float())
+    assert images_split_over_threads, "the split path ran"
+
+
 @requires_cuda
 def test_cuda_tensors_round_trip():
     m = _random((2, 1, 33, 47), 0.05, seed=1)
