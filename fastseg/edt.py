@@ -223,7 +223,8 @@ def edt(
         than any distance inside the image; squared with ``squared=True``).
 
     CPU tensors use the native C lower envelope (unit spacing; all images in one call, images
-    over a thread pool) or SciPy (one exact feature transform per image); CUDA tensors use the
+    over torch's thread count, or each image's passes by lines when there are fewer images than
+    threads) or SciPy (one exact feature transform per image); CUDA tensors use the
     Triton kernels (a running scan along the contiguous axis, the Felzenszwalb-Huttenlocher lower
     envelope along the others; one launch per axis for the whole batch).
     """
