@@ -12,6 +12,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 
 def _index_one_element_arrays() -> None:
@@ -52,6 +53,18 @@ requires_interpreter = pytest.mark.skipif(
 )
 #: Where a Triton test runs its kernels: the GPU when there is one, else CPU tensors under the interpreter.
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class OpNames(TorchDispatchMode):
+    """The names of the ops dispatched while active (``seen.names``), each run as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(str(func))
+        return func(*args, **(kwargs or {}))
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ import inspect
 import pytest
 import torch
 import torch.nn.functional as TF
-from conftest import requires_interpreter
+from conftest import OpNames, requires_interpreter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -392,18 +392,7 @@ def test_eager_calls_skip_the_registered_ops_and_intercepted_calls_keep_them(mon
     under torch.compile, tests/test_compile.py) goes through ``fastseg::fused_sums`` and
     ``fastseg::fused_grad``, and so does a backward with ``create_graph=True``. Each way gives the
     reference's value and gradient."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     from fastseg.engine import function
-
-    class OpNames(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.add(str(func))
-            return func(*args, **(kwargs or {}))
 
     calls = []
     for name in ("fused_sums", "fused_grad"):

@@ -13,6 +13,7 @@ import os
 
 import pytest
 import torch
+from conftest import OpNames
 from test_functional import PARAMS, compare, targets
 
 import fastseg.functional as FS
@@ -116,17 +117,6 @@ def test_backend_triton_goes_through_the_op_pair_of_this_machine():
     """CUDA machines (and tests/test_triton_ops.py's re-run of this file) register the
     ``triton_op`` pair, which torch.compile traces into; elsewhere the opaque ``custom_op`` pair
     runs the same kernels."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class OpNames(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.names = set()
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.names.add(str(func))
-            return func(*args, **(kwargs or {}))
-
     z, t = _inputs((1, 1, 4, 4), "hard", seed=10)
     x = z.detach().requires_grad_()
     with OpNames() as seen:
