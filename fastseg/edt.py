@@ -243,7 +243,7 @@ def edt_of_mask(mask: Tensor, *, squared: bool = False, spacing=None, to: str = 
     if mask.numel() == 0:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *spatial)
-    return _distance_map_op(fg, to, list(spacing), squared, dtype, backend).reshape(mask.shape)
+    return _distance_map(fg, to, list(spacing), squared, dtype, backend).reshape(mask.shape)
 
 
 def _check_squared_and_dtype(squared, dtype) -> None:
@@ -253,15 +253,32 @@ def _check_squared_and_dtype(squared, dtype) -> None:
         raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
 
 
-@torch.library.custom_op("fastseg::distance_map", mutates_args=())
-def _distance_map_op(fg: Tensor, mode: str, spacing: list[float], squared: bool, dtype: torch.dtype,
-                     backend: str) -> Tensor:
+def _distance_map(fg: Tensor, mode: str, spacing: list[float], squared: bool, dtype: torch.dtype,
+                  backend: str) -> Tensor:
     """:func:`edt` (``mode`` ``"foreground"``/``"background"``) or :func:`boundary_field`
     (``"field"``) of ``fg`` (bool ``[N, *spatial]``), arguments already checked.
 
-    A ``torch.library`` op: under ``torch.compile`` the transform is one opaque node (its fake
-    implementation gives the shape and dtype), so a loss that computes distance maps compiles
-    with ``fullgraph=True`` although the maps come from SciPy, ctypes or Triton launches."""
+    Called through the ``torch.library`` op ``fastseg::distance_map`` (:data:`_distance_map_op`):
+    under ``torch.compile`` the transform is one opaque node (its fake implementation gives the
+    shape and dtype), so a loss that computes distance maps compiles with ``fullgraph=True``
+    although the maps come from SciPy, ctypes or Triton launches. A plain eager call
+    (:func:`fastseg.engine.function.plain_eager`) skips the op's dispatch (about 100 us)."""
+    from .engine.function import plain_eager
+
+    if plain_eager(fg):
+        return _distance_map_body(fg, mode, spacing, squared, dtype, backend)
+    return _distance_map_op(fg, mode, spacing, squared, dtype, backend)
+
+
+@torch.library.custom_op("fastseg::distance_map", mutates_args=())
+def _distance_map_op(fg: Tensor, mode: str, spacing: list[float], squared: bool, dtype: torch.dtype,
+                     backend: str) -> Tensor:
+    """The op of :func:`_distance_map`."""
+    return _distance_map_body(fg, mode, spacing, squared, dtype, backend)
+
+
+def _distance_map_body(fg: Tensor, mode: str, spacing: list[float], squared: bool, dtype: torch.dtype,
+                       backend: str) -> Tensor:
     with torch.no_grad():
         if mode == "field":
             return _boundary_field(fg, tuple(spacing), squared, dtype)
@@ -349,7 +366,7 @@ def boundary_field_of_mask(mask: Tensor, *, spacing=None, dtype: torch.dtype = t
     if mask.numel() == 0:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *mask.shape[2:])
-    return _distance_map_op(fg, "field", list(spacing), squared, dtype, "auto").reshape(mask.shape)
+    return _distance_map(fg, "field", list(spacing), squared, dtype, "auto").reshape(mask.shape)
 
 
 def _boundary_field(fg: Tensor, spacing: tuple[float, ...], squared: bool, dtype: torch.dtype) -> Tensor:

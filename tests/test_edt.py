@@ -175,6 +175,25 @@ def test_inner_boundary_equals_scipy_erosion():
     assert np.array_equal(inner_boundary(m3)[0, 0].numpy(), want3)
 
 
+def test_eager_calls_skip_the_distance_map_op_and_intercepted_calls_keep_it(monkeypatch):
+    """A plain eager call computes the maps directly; under a ``TorchDispatchMode`` (and
+    torch.compile, tests/test_compile.py) they come from ``fastseg::distance_map``. Both equal SciPy."""
+    import fastseg.edt as fastseg_edt
+    from conftest import OpNames
+
+    calls = []
+    real = fastseg_edt._distance_map_op
+    monkeypatch.setattr(fastseg_edt, "_distance_map_op", lambda *a: calls.append(1) or real(*a))
+    mask = _random((2, 1, 9, 11), 0.1, seed=6)
+    _, want_sq = scipy_edt(mask.numpy(), "foreground")
+    assert np.array_equal(edt(mask, squared=True, dtype=torch.float64).numpy(), want_sq)
+    assert calls == []
+    with OpNames() as seen:
+        got = edt(mask, squared=True, dtype=torch.float64)
+    assert calls and "fastseg.distance_map.default" in seen.names
+    assert np.array_equal(got.numpy(), want_sq)
+
+
 @pytest.fixture
 def images_split_over_threads(monkeypatch):
     """The native EDT with fewer images than threads: each image's passes split over 3 threads
