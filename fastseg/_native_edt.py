@@ -8,8 +8,9 @@ axis line by line, a middle axis (3-D) eight neighbouring lines at a time (whole
 (Scanning the contiguous axis first and gathering columns for the envelope, as an earlier version
 did, took 15-25 % longer: 15.2 against 13.0 ms per 1024x1024 crack mask on one thread, 24.5
 against 19.4 ms for a boundary field.) A batch is split over threads by
-images (a Python thread pool: ctypes releases the GIL; no OpenMP, whose spinning worker threads
-would fight torch's own OpenMP runtime for the cores). For unit spacing every value is an
+images, or, with fewer images than threads, each image's passes by lines (a Python thread pool:
+ctypes releases the GIL; no OpenMP, whose spinning worker threads would fight torch's own OpenMP
+runtime for the cores). For unit spacing every value is an
 integer held in float64 (exact below ``2**53``), so the squared distances equal SciPy's exactly
 and their square roots (float64, rounded once to the output dtype) are bit-identical to
 ``scipy.ndimage.distance_transform_edt``.
