@@ -33,24 +33,30 @@ def grads(model, step, x, t):
     return loss.detach(), [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.mark.parametrize("backend", ["torch", "auto"])
 @pytest.mark.parametrize(
-    "loss",
+    "make_loss",
     [
-        lambda z, t: FS.hybrid_focal_margin(z, t, backend="torch"),
-        lambda z, t: FS.unified_focal(z, t, backend="torch", scope="batch"),
-        lambda z, t: FS.focal(z, t, backend="torch", reduction="none").mean(),
-        lambda z, t: FS.dice(z, t, backend="torch", ignore=t),
-        HybridFocalMarginLoss(backend="torch"),
-        lambda z, t: FS.distance_loss(z, t, backend="torch"),
-        lambda z, t: FS.hausdorff_dt(z, t, backend="torch"),
-        lambda z, t: FS.distance_map_ce(z, t, backend="torch"),
-        lambda z, t: FS.shape_aware(z, t, backend="torch"),
-        0.5 * FocalLoss(backend="torch") + DiceLoss(backend="torch") + 0.1 * DistanceLoss(backend="torch"),
+        lambda b: lambda z, t: FS.hybrid_focal_margin(z, t, backend=b),
+        lambda b: lambda z, t: FS.unified_focal(z, t, backend=b, scope="batch"),
+        lambda b: lambda z, t: FS.focal(z, t, backend=b, reduction="none").mean(),
+        lambda b: lambda z, t: FS.dice(z, t, backend=b, ignore=t),
+        lambda b: lambda z, t: FS.focal(z.half(), t, backend=b, weight=t.float() + 0.5),
+        lambda b: HybridFocalMarginLoss(backend=b),
+        lambda b: lambda z, t: FS.distance_loss(z, t, backend=b),
+        lambda b: lambda z, t: FS.hausdorff_dt(z, t, backend=b),
+        lambda b: lambda z, t: FS.distance_map_ce(z, t, backend=b),
+        lambda b: lambda z, t: FS.shape_aware(z, t, backend=b),
+        lambda b: 0.5 * FocalLoss(backend=b) + DiceLoss(backend=b) + 0.1 * DistanceLoss(backend=b),
     ],
-    ids=["hybrid_focal_margin", "unified_focal_batch", "focal_none", "dice_ignore", "module", "distance_loss",
-         "hausdorff_dt", "distance_map_ce", "shape_aware", "combined"],
+    ids=["hybrid_focal_margin", "unified_focal_batch", "focal_none", "dice_ignore", "focal_fp16_weight", "module",
+         "distance_loss", "hausdorff_dt", "distance_map_ce", "shape_aware", "combined"],
 )
-def test_no_graph_break_and_eager_equal(loss):
+def test_no_graph_break_and_eager_equal(make_loss, backend):
+    """backend "auto" under torch.compile on CPU traces the Inductor formulas into the graph (small
+    inputs; tests/test_compile.py::test_auto_inside_torch_compile_runs_the_inductor_backend_on_cpu),
+    "torch" calls the opaque op; eager calls run the torch path either way."""
+    loss = make_loss(backend)
     model = tiny_model()
     x, t = inputs()
 
@@ -182,12 +188,20 @@ def _fused_sums_backends(fn, *args) -> list[str]:
 
 
 def test_auto_inside_torch_compile_runs_the_inductor_backend_on_cpu(monkeypatch):
-    """Chunked eager code inside a compiled graph would be 2-3x slower than compiling the reference."""
-    from fastseg.engine import inductor_path
+    """Chunked eager code inside a compiled graph would be 2-3x slower than compiling the reference:
+    small logits get the Inductor formulas traced into the caller's graph (no op), larger ones the
+    op that runs the separately compiled passes, and without a C++ compiler the torch path."""
+    from fastseg.engine import function, inductor_path
 
     z, t = inputs()
     z = z[:, :1]
-    assert _fused_sums_backends(lambda z, t: FS.dice(z, t), z, t) == ["inductor"]
+    traced = []
+    real = inductor_path.traced_forward
+    monkeypatch.setattr(inductor_path, "traced_forward", lambda *a, **k: traced.append(1) or real(*a, **k))
+    assert _fused_sums_backends(lambda z, t: FS.dice(z, t), z, t) == [] and traced
+    monkeypatch.setattr(function, "TRACED_MAX_ELEMENTS", z.numel() - 1)
+    traced.clear()
+    assert _fused_sums_backends(lambda z, t: FS.dice(z, t), z, t) == ["inductor"] and not traced
     assert _fused_sums_backends(lambda z, t: FS.dice(z, t, backend="torch"), z, t) == ["torch"]
     monkeypatch.setattr(inductor_path, "_COMPILER_AVAILABLE", False)
     assert _fused_sums_backends(lambda z, t: FS.dice(z, t), z, t) == ["torch"]
@@ -208,12 +222,17 @@ def test_auto_in_torch_export_keeps_the_torch_path():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("traced", [True, False], ids=["traced", "op"])
 @pytest.mark.parametrize("name", ["hybrid_focal_margin", "dibe", "distance_loss"])
-def test_compiled_training_step_with_the_default_backend_follows_the_reference(name):
-    """torch.compile (Inductor) of model + loss, backend="auto": parameter gradients vs the
-    float64 reference loss on the same model."""
+def test_compiled_training_step_with_the_default_backend_follows_the_reference(name, traced, monkeypatch):
+    """torch.compile (Inductor) of model + loss, backend="auto", with the loss's formulas traced
+    into the step's graph or behind the op: parameter gradients vs the float64 reference loss on
+    the same model."""
     import fastseg.reference as R
+    from fastseg.engine import function
 
+    if not traced:
+        monkeypatch.setattr(function, "TRACED_MAX_ELEMENTS", 0)
     model = tiny_model()
     x, t = inputs()
     torch._dynamo.reset()

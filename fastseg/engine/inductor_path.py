@@ -116,6 +116,24 @@ def _backward_fn(qs, params: TermParams, dtype: torch.dtype, live):
     return backward
 
 
+def traced_forward(z, t, valid, weight, distance, values, *, quantities, params: TermParams) -> Tensor:
+    """The forward pass's formulas as traced code (for a caller's torch.compile): ``S [B*C, K]``;
+    ``values``: the parameter values as a tensor."""
+    qs = tp._check_args(z, t, quantities, valid, weight, distance)
+    dtype = tp.compute_dtype(z)
+    return _forward_fn(qs, params, dtype)(z, t, valid, weight, distance, values.to(dtype))
+
+
+def traced_backward(z, t, coeffs, valid, weight, distance, values, *, quantities, params: TermParams) -> Tensor:
+    """The backward pass's formulas as traced code: ``dL/dz`` like ``z``."""
+    qs = tp._check_args(z, t, quantities, valid, weight, distance)
+    live = tuple(i for i, k in enumerate(qs) if k not in tp._CONSTANT)
+    if not live:
+        return torch.zeros_like(z)
+    dtype = tp.compute_dtype(z)
+    return _backward_fn(qs, params, dtype, live)(z, t, coeffs, valid, weight, distance, values.to(dtype))
+
+
 def _compiled(kind: str, key: tuple, make):
     fn = _CACHE.get((kind,) + key)
     if fn is None:
