@@ -43,7 +43,8 @@ opt-in) is :mod:`.inductor_path`, the same formulas through ``torch.compile``d p
 (imported lazily; on CPU tensors it runs under ``TRITON_INTERPRET=1``, which this module sets
 at import on machines without CUDA unless triton was imported before or the variable is set);
 ``"auto"`` picks Triton for CUDA tensors; for CPU tensors torch, or Inductor when the call is
-traced by the caller's ``torch.compile`` (:func:`resolve_backend`).
+traced by the caller's ``torch.compile`` (:func:`resolve_backend`; small logits then get the
+Inductor formulas traced into the caller's graph, :class:`_TracedFusedSums`).
 """
 
 from __future__ import annotations

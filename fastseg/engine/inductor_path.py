@@ -1,8 +1,10 @@
 """The Inductor backend of the fused engine (CPU): :mod:`.torch_path`'s formulas, compiled.
 
 Opt-in in eager code (``backend="inductor"``); ``backend="auto"`` takes it for the calls a
-caller's ``torch.compile`` traces (its graph calls the fused op, the op runs these passes: a
-model compiled with its loss gets compiled loss passes, not chunked eager code). Same
+caller's ``torch.compile`` traces (a model compiled with its loss gets compiled loss passes, not
+chunked eager code): for small logits the formulas themselves are traced into the caller's graph
+(:func:`traced_forward`, :func:`traced_backward`, through ``engine.function._TracedFusedSums``),
+for larger ones its graph calls the fused op, and the op runs these passes. Same
 interface as :mod:`.torch_path`::
 
     fused_loss_forward(z, t, *, quantities, params, valid, weight, distance, deterministic) -> S [B*C, K]
