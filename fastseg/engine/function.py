@@ -428,9 +428,11 @@ class _EagerFusedSums(torch.autograd.Function):
 #: backward of torch.compile(fastseg)): traced, 8x1x96x96 steps take 0.4-0.6 ms instead of
 #: 0.7-1.0 (dice, focal, hybrid focal margin, bce_dice) and 8x1x256x256 ones 1.3-2.8 ms instead of
 #: 1.6-3.7; at 8x1x512x512 focal took 16.6 ms instead of 8.0, at 8x1x1024x1024 87 instead of
-#: 37 ms with two more full-size buffers: in the caller's training graph Inductor materialises
-#: the blocked per-pixel terms of the forward pass, which the separately compiled passes keep in
-#: registers.
+#: 37 ms with two more full-size buffers. In the caller's training graph AOTAutograd's CSE merges
+#: the per-use recomputations of ``p``, ``1 - p`` and ``log1p(exp(-|z|))`` (:class:`.inductor_path._Pixels`)
+#: into shared nodes, which Inductor then materialises (with ``torch._functorch.config.cse = False``
+#: the buffers vanish; that switch is global, the caller's); the separately compiled passes keep
+#: them in registers.
 TRACED_MAX_ELEMENTS = 1 << 19
 
 
