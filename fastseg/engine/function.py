@@ -165,15 +165,14 @@ def fused_sums(
     ``params``: the :class:`TermParams` values as a float64 CPU tensor (see the module docstring:
     for CPU tensors, a graph input under torch.compile, so a margin schedule needs one graph).
     """
-    mod = _backend_module(backend, z)
-    return mod.fused_loss_forward(
-        z,
-        t,
-        quantities=tuple(quantities),
-        params=_params(params),
-        valid=valid,
-        weight=weight,
-        distance=distance,
+    return backend_sums(z, t, valid, weight, distance, tuple(quantities), _params(params), backend, deterministic)
+
+
+def backend_sums(z, t, valid, weight, distance, quantities: tuple, params: TermParams, backend: str,
+                 deterministic: bool) -> Tensor:
+    """The body of ``fastseg::fused_sums`` (also run by :class:`_EagerFusedSums`)."""
+    return _backend_module(backend, z).fused_loss_forward(
+        z, t, quantities=quantities, params=params, valid=valid, weight=weight, distance=distance,
         deterministic=deterministic,
     )
 
@@ -201,16 +200,13 @@ def fused_grad(
     backend: str,
 ) -> Tensor:
     """``dL/dz`` (``[B, C, N]``, z's dtype) from ``coeffs = dL/dS`` (``[B*C, K]``)."""
-    mod = _backend_module(backend, z)
-    grad = mod.fused_loss_backward(
-        z,
-        t,
-        coeffs,
-        quantities=tuple(quantities),
-        params=_params(params),
-        valid=valid,
-        weight=weight,
-        distance=distance,
+    return backend_grad(z, t, coeffs, valid, weight, distance, tuple(quantities), _params(params), backend)
+
+
+def backend_grad(z, t, coeffs, valid, weight, distance, quantities: tuple, params: TermParams, backend: str) -> Tensor:
+    """The body of ``fastseg::fused_grad`` (also run by :class:`_EagerFusedSums`)."""
+    grad = _backend_module(backend, z).fused_loss_backward(
+        z, t, coeffs, quantities=quantities, params=params, valid=valid, weight=weight, distance=distance
     )
     return grad.view(z.shape) if grad.shape != z.shape else grad
 
@@ -400,10 +396,7 @@ class _EagerFusedSums(torch.autograd.Function):
     def forward(ctx, z, t, valid, weight, distance, quantities, params, backend, deterministic):
         ctx.save_for_backward(z, t, valid, weight, distance)
         ctx.meta = (quantities, params, backend)
-        return _backend_module(backend, z).fused_loss_forward(
-            z, t, quantities=quantities, params=params, valid=valid, weight=weight, distance=distance,
-            deterministic=deterministic,
-        )
+        return backend_sums(z, t, valid, weight, distance, quantities, params, backend, deterministic)
 
     @staticmethod
     def backward(ctx, grad_S):
@@ -416,10 +409,7 @@ class _EagerFusedSums(torch.autograd.Function):
                 values = torch.tensor(params_list(params), dtype=torch.float64)
                 grad_z = fused_grad(z, t, grad_S, valid, weight, distance, list(quantities), values, backend)
             else:
-                grad_z = _backend_module(backend, z).fused_loss_backward(
-                    z, t, grad_S, quantities=quantities, params=params, valid=valid, weight=weight, distance=distance
-                )
-                grad_z = grad_z.view(z.shape) if grad_z.shape != z.shape else grad_z
+                grad_z = backend_grad(z, t, grad_S, valid, weight, distance, quantities, params, backend)
         return grad_z, None, None, None, None, None, None, None, None
 
 

@@ -129,7 +129,7 @@ def traced_forward(z, t, valid, weight, distance, values, *, quantities, params:
 def traced_backward(z, t, coeffs, valid, weight, distance, values, *, quantities, params: TermParams) -> Tensor:
     """The backward pass's formulas as traced code: ``dL/dz`` like ``z``."""
     qs = tp._check_args(z, t, quantities, valid, weight, distance)
-    live = tuple(i for i, k in enumerate(qs) if k not in tp._CONSTANT)
+    live = tp.live_columns(qs)
     if not live:
         return torch.zeros_like(z)
     dtype = tp.compute_dtype(z)
@@ -240,7 +240,7 @@ def fused_loss_backward(
     B, C, N = z.shape
     if coeffs.shape != (B * C, len(qs)):
         raise ValueError(f"coeffs must be [B*C, K] = {(B * C, len(qs))}; got {tuple(coeffs.shape)}")
-    live = tuple(i for i, k in enumerate(qs) if k not in tp._CONSTANT)
+    live = tp.live_columns(qs)
     if not live or z.numel() == 0 or _under_dispatch_mode():
         return tp.fused_loss_backward(z, t, coeffs, quantities=qs, params=params, valid=valid, weight=weight,
                                       distance=distance)

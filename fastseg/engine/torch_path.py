@@ -51,6 +51,12 @@ MAX_CHUNK = 1 << 20
 _CONSTANT = {Q.SUM_T, Q.SUM_TT, Q.COUNT}
 
 
+def live_columns(qs) -> tuple[int, ...]:
+    """The positions of the quantities of ``qs`` that depend on the logits (the others have no
+    derivative: sums of targets and the valid count)."""
+    return tuple(i for i, k in enumerate(qs) if k not in _CONSTANT)
+
+
 def compute_dtype(z: Tensor) -> torch.dtype:
     return torch.float64 if z.dtype == torch.float64 else torch.float32
 
@@ -600,7 +606,7 @@ def fused_loss_backward(
         raise ValueError(f"coeffs must be [B*C, K] = {(G, K)}; got {tuple(coeffs.shape)}")
     dtype = compute_dtype(z)
     grad = torch.empty((B, C, N), dtype=z.dtype, device=z.device)
-    live = [i for i, k in enumerate(qs) if k not in _CONSTANT]
+    live = live_columns(qs)
     if not live:
         return grad.zero_()
     coeffs = coeffs.to(dtype)
