@@ -33,6 +33,13 @@ SCOPES = ("image", "batch", "global")
 REDUCTIONS = ("mean", "sum", "none")
 
 
+def type_name(value) -> str:
+    """The type of ``value`` for an error message: ``float`` for builtins, else qualified
+    (``numpy.bool``, not a bare ``bool`` that reads as Python's own)."""
+    cls = type(value)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
 def check_choice(name: str, value, choices) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
     if value not in choices:
@@ -57,7 +64,7 @@ def check_number(
         if isinstance(value, Tensor) and value.numel() == 1 and not value.requires_grad:
             value = value.item()
         else:
-            raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+            raise TypeError(f"{name} must be a real number; got {type_name(value)}")
     value = float(value)
     if not (value - value == 0):  # finite (inf - inf and NaN - NaN are NaN); traceable on SymFloats
         raise ValueError(f"{name} must be finite; got {value}")
@@ -111,7 +118,7 @@ def set_value_checks(enabled: bool) -> bool:
     """
     global _value_checks
     if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be a bool; got {type(enabled).__name__}")
+        raise TypeError(f"enabled must be a bool; got {type_name(enabled)}")
     previous, _value_checks = _value_checks, enabled
     return previous
 
@@ -201,7 +208,7 @@ def _first_level_outside_package() -> int:
 
 def check_input_tensor(input, *, name: str = "input") -> Tensor:
     if not isinstance(input, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(input).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor; got {type_name(input)}")
     if not input.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor (logits or probabilities); got dtype {input.dtype}")
     if input.ndim not in (3, 4, 5):
@@ -229,7 +236,7 @@ def _as_input_shape(tensor: Tensor, input: Tensor, name: str, input_name: str = 
 def _check_floating_map(name: str, tensor, input: Tensor, input_name: str = "input") -> None:
     """A per-pixel map argument (``weight``, ``distance``): a floating tensor on the input's device."""
     if not isinstance(tensor, Tensor):
-        raise TypeError(f"{name} must be None or a floating tensor; got {type(tensor).__name__}")
+        raise TypeError(f"{name} must be None or a floating tensor; got {type_name(tensor)}")
     if not tensor.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor; got dtype {tensor.dtype}")
     if tensor.device != input.device:
@@ -298,9 +305,9 @@ def check_loss_inputs(
     input = check_input_tensor(input, name=name)
     warn_if_images_without_channel(input, name)
     if not isinstance(from_logits, bool):
-        raise TypeError(f"from_logits must be a bool; got {type(from_logits).__name__}")
+        raise TypeError(f"from_logits must be a bool; got {type_name(from_logits)}")
     if not isinstance(target, Tensor):
-        raise TypeError(f"{target_name} must be a torch.Tensor; got {type(target).__name__}")
+        raise TypeError(f"{target_name} must be a torch.Tensor; got {type_name(target)}")
     if target.is_complex():
         raise TypeError(f"{target_name} must be bool, integer or floating; got dtype {target.dtype}")
     if target.device != input.device:
@@ -312,6 +319,11 @@ def check_loss_inputs(
         if isinstance(ignore, Tensor):
             if ignore.is_floating_point() or ignore.is_complex():
                 raise TypeError(f"ignore must be a bool or integer mask tensor (nonzero = ignored); got dtype {ignore.dtype}")
+            if ignore.ndim == 0:  # ignore=torch.tensor(255) reads as a mask broadcast over every pixel
+                raise ValueError(
+                    "ignore is a 0-d tensor: pass a mask of the target's shape, or the ignore_index as a "
+                    f"number (ignore={ignore.item()!r}, or ignore.item())"
+                )
             if ignore.device != input.device:
                 raise ValueError(f"ignore is on {ignore.device} but input is on {input.device}")
             try:
@@ -327,7 +339,7 @@ def check_loss_inputs(
             valid = target != ignore
         else:
             raise TypeError(
-                f"ignore must be None, a mask tensor or a number (the ignore_index value in target); got {type(ignore).__name__}"
+                f"ignore must be None, a mask tensor or a number (the ignore_index value in target); got {type_name(ignore)}"
             )
 
     dtype = compute_dtype(input)

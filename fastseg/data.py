@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_number
+from ._checks import check_number, type_name
 
 __all__ = ["CrackForest", "load_crackforest", "crackforest_tiles", "random_crops", "synthetic_cracks"]
 
@@ -167,8 +167,9 @@ def crackforest_tiles(
     (a 320 x 480 photo gives ``(320 // h) * (480 // w)`` tiles). Larger tiles are mosaics: a grid
     of consecutive photos, side by side, cropped to the size, so 2048 x 2048 benchmarks see real
     crack statistics. ``count`` takes the first tiles (cycling through the photos when it asks for
-    more); default: every tile (or one mosaic per photo). Returns uint8 images ``[n, 3, h, w]``
-    and masks ``[n, 1, h, w]`` (or the images' dtype of ``data``).
+    more); default: every tile (or one mosaic per photo). ``data``: a loaded :class:`CrackForest`,
+    else it is loaded from ``path`` (see :func:`load_crackforest`). Returns uint8 images
+    ``[n, 3, h, w]`` and masks ``[n, 1, h, w]`` (or the images' dtype of ``data``).
     """
     h, w = _size2(size)
     data = data if data is not None else load_crackforest(path)
@@ -374,7 +375,7 @@ def synthetic_cracks(
             raise ValueError(f"{name} must be a positive integer; got {value!r}")
     density = check_number("density", density, low=0.0, high=0.5)
     if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be an integer; got {type(seed).__name__}")
+        raise TypeError(f"seed must be an integer; got {type_name(seed)}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
     device = torch.device(device)

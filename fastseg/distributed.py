@@ -126,7 +126,9 @@ def sum_across_ranks(x: Tensor, process_group=None) -> Tensor:
 
 def global_stats(S: Tensor, quantities, B: int, C: int, P: int, *, per_pixel: bool = False,
                  process_group=None) -> Stats:
-    """The :class:`~fastseg.engine.plans.Stats` of the global batch from this rank's ``S [B*C*P, K]``.
+    """The :class:`~fastseg.engine.plans.Stats` of the global batch from this rank's ``S [B*C*P, K]``
+    (the sums of ``quantities``, in that order), over the ranks of ``process_group`` (default: the
+    default group).
 
     The local sums are first reduced to one row per channel (``[C, K]``; every epilogue needs
     only per-channel totals once the batch is pooled), then summed over the ranks with

@@ -2,8 +2,10 @@
 
 - :func:`edt`: for every pixel of every image (and channel) of a batch ``[B, C, *spatial]``, the
   Euclidean distance to the nearest pixel of a target set (the mask's foreground or background).
-  Exact: it equals ``scipy.ndimage.distance_transform_edt`` (squared distances are integers for
-  unit spacing and equal SciPy's exactly).
+  Exact: it equals ``scipy.ndimage.distance_transform_edt`` converted to the requested dtype
+  (squared distances are integers for unit spacing and equal SciPy's exactly; with anisotropic
+  spacing the CPU backends compute SciPy's own sums and the Triton kernels the same terms in
+  float64, 3-D summed in another order: within an ulp of float64).
 - :func:`boundary_field`: the two-sided distance map of MONAI's ``HausdorffDTLoss`` (distance of
   every pixel to the nearest pixel of the other class), read by the Hausdorff-DT and the
   distance-map-penalised CE losses.
@@ -14,8 +16,11 @@ Backends. CPU tensors run a native exact lower envelope (C, built on first use,
 :mod:`fastseg._native_edt`) for unit spacing, else SciPy's exact feature transform image by image. CUDA tensors run the
 Triton kernels (``fastseg.kernels.edt``: running scans along the contiguous axis, Felzenszwalb
 and Huttenlocher's lower envelope along the others), one launch per axis for the whole batch,
-without leaving the GPU; their transient memory is two float32 maps and one int32 vertex buffer
-(12 bytes per pixel: about 0.8 GB for 16x2048x2048). Both backends share one contract: ``[N, *spatial]`` bool target sets in,
+without leaving the GPU; their transient memory is two maps and one int32 vertex buffer: 12 bytes
+per pixel where float32 maps are exact (unit spacing, squared diagonal below ``2**24``: about
+0.8 GB for 16x2048x2048), 20 with the float64 maps of larger images and anisotropic spacing.
+Squared distances must stay below 1e30: the image diagonal below :data:`MAX_DIAGONAL` spacing
+units, which every backend checks. Both backends share one contract: ``[N, *spatial]`` bool target sets in,
 the distances (or their squares) out in the requested dtype, :func:`empty_fill` for images
 without any target pixel.
 """
@@ -23,6 +28,7 @@ without any target pixel.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from numbers import Real
 
@@ -31,7 +37,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from ._checks import check_choice, warn_if_images_without_channel
+from ._checks import check_choice, type_name, warn_if_images_without_channel
 
 __all__ = ["edt", "boundary_field", "inner_boundary", "empty_fill"]
 
@@ -43,7 +49,7 @@ TARGETS = ("foreground", "background")
 
 def _check_mask(mask) -> Tensor:
     if not isinstance(mask, Tensor):
-        raise TypeError(f"mask must be a torch.Tensor; got {type(mask).__name__}")
+        raise TypeError(f"mask must be a torch.Tensor; got {type_name(mask)}")
     if mask.is_complex():
         raise TypeError(f"mask must be bool, integer or floating; got dtype {mask.dtype}")
     if mask.ndim not in (3, 4, 5):
@@ -62,8 +68,15 @@ def _check_layout(mask) -> Tensor:
     return mask
 
 
-def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
-    """``None`` (unit spacing), one positive number, or one positive number per spatial axis."""
+#: The longest image diagonal, in spacing units, that :func:`edt` accepts: squared distances stay
+#: below the Triton kernels' "no target" marker (1e30) and far from float64's range.
+MAX_DIAGONAL = 1e15
+
+
+def _check_spacing(spacing, spatial_shape: Sequence[int]) -> tuple[float, ...]:
+    """``None`` (unit spacing), one positive number, or one positive number per spatial axis, with
+    an image diagonal (``sqrt(sum((n_i s_i)^2))``) below :data:`MAX_DIAGONAL`."""
+    ndim = len(spatial_shape)
     if spacing is None:
         return (1.0,) * ndim
     if isinstance(spacing, Real) and not isinstance(spacing, bool):
@@ -73,15 +86,21 @@ def _check_spacing(spacing, ndim: int) -> tuple[float, ...]:
         if len(values) != ndim:
             raise ValueError(f"spacing must have one value per spatial axis ({ndim}); got {len(values)} values")
     else:
-        raise TypeError(f"spacing must be None, a number or a sequence of numbers; got {type(spacing).__name__}")
+        raise TypeError(f"spacing must be None, a number or a sequence of numbers; got {type_name(spacing)}")
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, Real):
-            raise TypeError(f"spacing values must be real numbers; got {type(v).__name__}")
+            raise TypeError(f"spacing values must be real numbers; got {type_name(v)}")
         v = float(v)
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"spacing values must be finite and > 0; got {v}")
+        if not (math.isfinite(v) and v >= sys.float_info.min):
+            raise ValueError(f"spacing values must be finite and > 0 (not subnormal); got {v}")
         out.append(v)
+    diagonal = math.hypot(*(n * v for n, v in zip(spatial_shape, out)))
+    if not diagonal < MAX_DIAGONAL:
+        raise ValueError(
+            f"spacing {tuple(out)} makes the image diagonal {diagonal:.3g} spacing units long; it must be below "
+            f"{MAX_DIAGONAL:.0e} (express the spacing in a larger unit)"
+        )
     return tuple(out)
 
 
@@ -94,7 +113,7 @@ def empty_fill(spatial_shape: Sequence[int], spacing=None, *, squared: bool = Fa
     anything". Normalising by the per-image maximum then gives 1 everywhere, which is
     ``LOSSES.md``'s rule for crack-free images in the distance-based loss.
     """
-    spacing = _check_spacing(spacing, len(spatial_shape))
+    spacing = _check_spacing(spacing, spatial_shape)
     sq = sum((n * s) ** 2 for n, s in zip(spatial_shape, spacing))
     return float(sq) if squared else math.sqrt(sq)
 
@@ -162,20 +181,20 @@ def _edt_native(fg: Tensor, mode: str, squared: bool, dtype: torch.dtype) -> Ten
 def _edt_triton(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype: torch.dtype) -> Tensor:
     """Triton backend: ``fastseg.kernels.edt.edt_squared``, one launch per axis for the batch.
 
-    The envelope works in float64; the float32 result is exact for squared distances below
-    ``2**24`` (distances below 4096 pixels).
-    The square root is taken in float64 and rounded once to ``dtype``, as SciPy's result is.
-    No host synchronisation.
+    The kernels return float32 maps where that is exact (unit spacing, squared diagonal below
+    ``2**24``) and float64 ones otherwise; the square root is taken in float64 and every value,
+    :func:`empty_fill` included, is rounded once to ``dtype``, as SciPy's result converted to
+    ``dtype`` is. No host synchronisation.
     """
-    from .kernels.edt import edt_squared
+    from ._kernels import kernels_module
 
+    squares = kernels_module("edt", on_cpu=not target.is_cuda).edt_squared(target, spacing)
+    empty = torch.isinf(squares)
     spatial = tuple(target.shape[1:])
-    squares = edt_squared(target, spacing)
-    fill = empty_fill(spatial, spacing, squared=True)
-    squares = torch.where(torch.isinf(squares), torch.full((), fill, device=squares.device), squares)
     if squared:
-        return squares.to(dtype)
-    return squares.double().sqrt().to(dtype)
+        return squares.to(dtype).masked_fill_(empty, empty_fill(spatial, spacing, squared=True))
+    distances = squares.double().sqrt_().masked_fill_(empty, empty_fill(spatial, spacing))
+    return distances.to(dtype)
 
 
 BACKENDS = ("auto", "triton", "native", "scipy")
@@ -208,12 +227,13 @@ def edt(
             e.g. ``t > 0.5``).
         squared: return squared distances (exact integers for unit spacing, below ``2**24`` in
             float32, i.e. for distances below 4096 pixels; use ``dtype=torch.float64`` beyond).
-        spacing: ``None`` (unit), a number, or one positive number per spatial axis.
+        spacing: ``None`` (unit), a number, or one positive number per spatial axis; the image
+            diagonal must be below :data:`MAX_DIAGONAL` (1e15) spacing units.
         to: ``"foreground"`` or ``"background"``: which set the distance is measured to.
         dtype: floating dtype of the result (default float32).
         backend: ``"auto"`` (Triton for CUDA tensors; for CPU tensors the native transform with
             unit spacing where it builds, SciPy otherwise), ``"triton"`` (on CPU tensors it runs
-            under ``TRITON_INTERPRET=1``), ``"native"`` (the C lower envelope of
+            in Triton's interpreter: set ``TRITON_INTERPRET=1`` in the environment), ``"native"`` (the C lower envelope of
             :mod:`fastseg._native_edt`, compiled on first use; unit spacing only; CUDA tensors make
             a round trip through the CPU) or ``"scipy"`` (likewise).
 
@@ -239,7 +259,7 @@ def edt_of_mask(mask: Tensor, *, squared: bool = False, spacing=None, to: str = 
     check_choice("backend", backend, BACKENDS)
     _check_squared_and_dtype(squared, dtype)
     spatial = tuple(mask.shape[2:])
-    spacing = _check_spacing(spacing, len(spatial))
+    spacing = _check_spacing(spacing, spatial)
     if mask.numel() == 0:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *spatial)
@@ -248,7 +268,7 @@ def edt_of_mask(mask: Tensor, *, squared: bool = False, spacing=None, to: str = 
 
 def _check_squared_and_dtype(squared, dtype) -> None:
     if not isinstance(squared, bool):
-        raise TypeError(f"squared must be a bool; got {type(squared).__name__}")
+        raise TypeError(f"squared must be a bool; got {type_name(squared)}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype; got {dtype!r}")
 
@@ -351,8 +371,9 @@ def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.flo
     (no boundary) get 0 everywhere. This is MONAI's ``HausdorffDTLoss.distance_field`` (Karimi and
     Salcudean 2019), computed on the mask's device. ``mask`` is ``[B, C, *spatial]``, nonzero =
     foreground (threshold soft masks yourself). ``squared=True`` returns the squared field (exact
-    integers for unit spacing). CPU tensors with unit spacing run both transforms in one native
-    call (:mod:`fastseg._native_edt`) where it builds.
+    integers for unit spacing); ``spacing`` and ``dtype`` (of the result) as in :func:`edt`. CPU
+    tensors with unit spacing run both transforms in one native call (:mod:`fastseg._native_edt`)
+    where it builds.
     """
     return boundary_field_of_mask(_check_layout(mask), spacing=spacing, dtype=dtype, squared=squared)
 
@@ -362,7 +383,7 @@ def boundary_field_of_mask(mask: Tensor, *, spacing=None, dtype: torch.dtype = t
     """:func:`boundary_field` without the :class:`~fastseg.ShapeWarning` (for fastseg's own calls)."""
     mask = _check_mask(mask)
     _check_squared_and_dtype(squared, dtype)
-    spacing = _check_spacing(spacing, mask.ndim - 2)
+    spacing = _check_spacing(spacing, mask.shape[2:])
     if mask.numel() == 0:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
     fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *mask.shape[2:])

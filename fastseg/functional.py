@@ -2,12 +2,15 @@
 
 Every function here has the name, signature, defaults, validation and semantics of its
 counterpart in :mod:`fastseg.reference` (the oracle, whose docstrings give the formulas, their
-sources and the catalog's decisions), plus two keywords:
+sources and the catalog's decisions), plus the keywords ``backend`` and ``deterministic``, and
+``scope`` for the losses whose reference has none (the pointwise ones and the per-pixel distance
+losses: ``"batch"`` or ``"global"``, below):
 
 - ``backend``: ``"auto"`` (default; Triton kernels for CUDA tensors; for CPU tensors the chunked
   torch path, or inside a caller's ``torch.compile`` the Inductor backend), ``"triton"`` (on CPU
-  tensors the kernels run under ``TRITON_INTERPRET=1``), ``"torch"`` or ``"inductor"`` (CPU only,
-  opt-in in eager code: the torch path's passes ``torch.compile``d).
+  tensors the kernels run in Triton's interpreter: set ``TRITON_INTERPRET=1`` in the
+  environment), ``"torch"`` or ``"inductor"`` (CPU only, opt-in in eager code: the torch path's
+  passes ``torch.compile``d).
 - ``deterministic`` (default True): the forward reduction runs in a fixed order, so two runs
   give bitwise-identical losses and gradients (on CPU at the same ``torch.get_num_threads()``:
   the torch path's chunks grow with it); ``False`` lets the Triton backend use atomics.
@@ -51,6 +54,7 @@ from ._checks import (
     check_probability,
     check_scope_reduction,
     value_checks_apply,
+    type_name,
 )
 from .engine import distance_maps as DM
 from .engine import plans as P
@@ -110,12 +114,12 @@ LOG_CLAMP = -100.0
 def _logits(x: Tensor) -> Tensor:
     """Probabilities to logits, ``log p - log(1-p)`` with both logs clamped at -100 as
     ``torch.nn.BCELoss`` clamps them (``log 0 = -100``; a positive value below the smallest normal
-    float is read as that float, keeping the gradient finite)."""
+    float is read as that float, keeping the gradient finite). NaN stays NaN, as in the reference."""
     x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     tiny = torch.finfo(x.dtype).tiny
 
     def clamped_log(y):
-        return torch.where(y > 0, torch.log(y.clamp_min(tiny)), LOG_CLAMP).clamp_min(LOG_CLAMP)
+        return torch.where(y <= 0, LOG_CLAMP, torch.log(y.clamp_min(tiny))).clamp_min(LOG_CLAMP)
 
     return clamped_log(x) - clamped_log(1 - x)
 
@@ -123,7 +127,7 @@ def _logits(x: Tensor) -> Tensor:
 def _run(plan: P.Plan, input, target, *, from_logits, scope, reduction, ignore, weight, backend, deterministic,
          process_group=None, distance=None) -> Tensor:
     if not isinstance(deterministic, bool):
-        raise TypeError(f"deterministic must be a bool; got {type(deterministic).__name__}")
+        raise TypeError(f"deterministic must be a bool; got {type_name(deterministic)}")
     checked = check_loss_inputs(
         input,
         target,
@@ -203,7 +207,7 @@ def _tversky_weights(alpha, beta, delta) -> tuple[float, float]:
 
 def _check_bool(name, value) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool; got {type(value).__name__}")
+        raise TypeError(f"{name} must be a bool; got {type_name(value)}")
 
 
 def _pointwise_reduction(reduction) -> None:

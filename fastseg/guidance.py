@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
 
-from ._checks import check_number
+from ._checks import check_number, type_name
 
 __all__ = ["GuidanceStep", "GuidanceResult", "oii_guidance"]
 
@@ -54,7 +54,7 @@ def _read_oii(result) -> float:
     else:
         raise TypeError(
             "train_and_validate must return the OII (a number), a mapping with an 'oii' key, "
-            f"or an object with an 'oii' attribute; got {type(result).__name__}"
+            f"or an object with an 'oii' attribute; got {type_name(result)}"
         )
     return check_number("OII returned by train_and_validate", value, low=-1.0, high=1.0)
 
@@ -104,11 +104,11 @@ def oii_guidance(
     every step.
     """
     if not callable(train_and_validate):
-        raise TypeError(f"train_and_validate must be callable (alpha -> OII); got {type(train_and_validate).__name__}")
+        raise TypeError(f"train_and_validate must be callable (alpha -> OII); got {type_name(train_and_validate)}")
     m0, m1 = _pair("target", target, -1.0, 1.0)
     lo, hi = _pair("bounds", bounds, -math.inf, math.inf)
     if isinstance(max_steps, bool) or not isinstance(max_steps, int):
-        raise TypeError(f"max_steps must be an int; got {type(max_steps).__name__}")
+        raise TypeError(f"max_steps must be an int; got {type_name(max_steps)}")
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1; got {max_steps}")
 

@@ -49,6 +49,7 @@ LOGITS = ("fp32", "fp16", "bf16")
 TARGETS = ("u8", "fp32")
 EDT_SWEEP_BLOCK_N = tuple(1 << e for e in range(4, SWEEP_TILE.bit_length()))  # sweep tile widths: 16 ... SWEEP_TILE
 _NOT_PIXEL_KERNELS = ("reduce", "edt", "edt_sweep")
+EDT_MAPS = ("fp32", "fp64")  # float32 maps where exact, float64 otherwise (kernels.edt.map_dtype)
 
 #: Losses made of these quantities alone also run ``reduction="none"`` (one group per element).
 POINTWISE = frozenset({Q.FG_CE, Q.BG_CE, Q.EL_FG, Q.EL_BG, Q.DIBE_FG, Q.DIBE_BG, Q.COUNT})
@@ -161,7 +162,7 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
     def add(v: Variant, loss: str) -> None:
         # Two variants with identical signature and constexprs are one compiled kernel.
         if v.kernel in _NOT_PIXEL_KERNELS:
-            key = (v.kernel, v.k)
+            key = (v.kernel, v.k, v.logits)
         else:
             make = forward_constexprs if v.kernel == "forward" else backward_constexprs
             kw = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=v.block,
@@ -201,9 +202,10 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
                 diff = tuple(k for k in quantities if k not in ZERO_DERIVATIVE)
                 add(Variant("backward", diff, prm, lg, tg, va, we and _weighted(diff), per_element=pe, block=block), loss)
         add(Variant("reduce", (), (), k=len(quantities)), loss)
-    add(Variant("edt", (), (), logits="-", target="-", k=ENVELOPE_LINES), "edt")
-    for block_n in EDT_SWEEP_BLOCK_N:
-        add(Variant("edt_sweep", (), (), logits="-", target="-", k=block_n), "edt")
+    for maps in EDT_MAPS:  # the dtype of the distance maps (kernels.edt.map_dtype); "logits" column
+        add(Variant("edt", (), (), logits=maps, target="-", k=ENVELOPE_LINES), "edt")
+        for block_n in EDT_SWEEP_BLOCK_N:
+            add(Variant("edt_sweep", (), (), logits=maps, target="-", k=block_n), "edt")
     return out
 
 
@@ -216,14 +218,14 @@ def _signature_and_constexprs(v: Variant):
 
         fn = edt_kernels._edt_envelope_kernel
         ce = {"BLOCK_LINES": v.k}
-        ptrs = {"f_ptr": "*fp32", "out_ptr": "*fp32", "v_ptr": "*i32", "spacing": "fp32"}
+        ptrs = {"f_ptr": f"*{v.logits}", "out_ptr": f"*{v.logits}", "v_ptr": "*i32", "spacing_bits": "i64"}
         warps = max(1, v.k // 32)
     elif v.kernel == "edt_sweep":
         from fastseg.kernels import edt as edt_kernels
 
         fn = edt_kernels._edt_sweep_kernel
         ce = {"BLOCK_LINES": edt_kernels.sweep_blocks(v.k)[0], "BLOCK_N": v.k}
-        ptrs = {"mask_ptr": "*u8", "out_ptr": "*fp32", "spacing": "fp32"}
+        ptrs = {"mask_ptr": "*u8", "out_ptr": f"*{v.logits}", "spacing_bits": "i64"}
         warps = edt_kernels.SWEEP_WARPS
     elif v.kernel == "reduce":
         fn = fl._reduce_partials_kernel
@@ -411,7 +413,7 @@ def report(
             losses=todo[v],
             quantities={"reduce": f"K={v.k}", "edt": f"lines={v.k}", "edt_sweep": f"BLOCK_N={v.k}"}.get(v.kernel) or ",".join(Q(k).name for k in v.quantities),
             params=_format_params(v),
-            logits=v.logits if v.kernel not in _NOT_PIXEL_KERNELS else "-",
+            logits=v.logits if v.kernel != "reduce" else "-",
             target=v.target if v.kernel not in _NOT_PIXEL_KERNELS else "-",
             valid=v.valid,
             weight=v.weight,

@@ -6,7 +6,8 @@ the default, or ``"global"``), ``reduction``, ``backend``, ``deterministic`` and
 ``scope="global"``, ``process_group`` (the ``torch.distributed`` group whose ranks' statistics
 are summed, default the default group; see :mod:`fastseg.distributed`) at construction,
 validates them all there (the same rules and errors as the functional form), and is then called
-as ``loss(input, target, ignore=None, weight=None)``. ``weight`` (a per-pixel map) applies to
+as ``loss(input, target, ignore=None, weight=None, distance=None)`` (``distance``: the distance
+losses' precomputed map of the target, see their functional forms). ``weight`` (a per-pixel map) applies to
 the losses with a pointwise term (pointwise, compound, and the distance losses but
 :class:`DistanceLoss`); the others (region losses, :class:`DistanceLoss`) raise ``ValueError``
 when given one instead of ignoring it (``reads_weight`` says which). The parameters are fixed at
@@ -32,7 +33,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from . import functional as F
-from ._checks import check_choice, check_no_weight, check_number
+from ._checks import check_choice, check_no_weight, check_number, type_name
 from .engine import combine
 from .engine.function import BACKENDS
 
@@ -109,7 +110,7 @@ class _Arithmetic:
 
     def __sub__(self, other) -> CombinedLoss:
         if not isinstance(other, FusedLoss | CombinedLoss):
-            raise TypeError(f"only a fastseg loss can be subtracted from a fastseg loss; got {type(other).__name__}")
+            raise TypeError(f"only a fastseg loss can be subtracted from a fastseg loss; got {type_name(other)}")
         return self + (-other)
 
 
@@ -148,6 +149,7 @@ class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
             inspect.Parameter("reduction", kw, default="mean"),
             inspect.Parameter("backend", kw, default="auto"),
             inspect.Parameter("deterministic", kw, default=True),
+            inspect.Parameter("process_group", kw, default=None),
         ]
         self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -177,7 +179,7 @@ class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
 
         self.from_logits = kwargs.get("from_logits", True)
         if not isinstance(self.from_logits, bool):
-            raise TypeError(f"from_logits must be a bool; got {type(self.from_logits).__name__}")
+            raise TypeError(f"from_logits must be a bool; got {type_name(self.from_logits)}")
         self.scope = kwargs.get("scope", _default_scope(name))
         self.reduction = kwargs.get("reduction", "mean")
         F.check_scope_and_reduction(name, self.scope, self.reduction)
@@ -188,7 +190,7 @@ class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
         check_choice("backend", self.backend, BACKENDS)
         self.deterministic = kwargs.get("deterministic", True)
         if not isinstance(self.deterministic, bool):
-            raise TypeError(f"deterministic must be a bool; got {type(self.deterministic).__name__}")
+            raise TypeError(f"deterministic must be a bool; got {type_name(self.deterministic)}")
 
     def _derive(self):
         return getattr(F, f"{self.loss_name}_plan")(**self.params)
@@ -429,7 +431,7 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
                 continue
             if not isinstance(loss, FusedLoss) or not hasattr(loss, "loss_name"):
                 raise TypeError(f"terms[{i}] must be a fastseg loss module (a FusedLoss such as DiceLoss()) or a "
-                                f"(weight, loss) pair; got {type(loss).__name__}")
+                                f"(weight, loss) pair; got {type_name(loss)}")
             if loss.reduction not in ("mean", "sum"):
                 raise ValueError(f"terms[{i}] ({type(loss).__name__}) has reduction={loss.reduction!r}; a CombinedLoss "
                                  f"adds scalar losses, so each term's reduction must be 'mean' or 'sum'")
@@ -484,7 +486,7 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
     # arithmetic (see _Arithmetic) -------------------------------------------------------------
     def __add__(self, other) -> CombinedLoss:
         if not isinstance(other, FusedLoss | CombinedLoss):
-            raise TypeError(f"a fastseg loss can be added to fastseg losses only; got {type(other).__name__}")
+            raise TypeError(f"a fastseg loss can be added to fastseg losses only; got {type_name(other)}")
         return CombinedLoss([self, other])
 
     def __radd__(self, other) -> CombinedLoss:
@@ -531,7 +533,7 @@ def _term_from_mapping(config, where: str) -> tuple[float, FusedLoss]:
     name = params.pop("name")
     weight = check_number(f"{where}['weight']", params.pop("weight", 1.0))
     if not isinstance(name, str):
-        raise TypeError(f"{where}['name'] must be a str; got {type(name).__name__}")
+        raise TypeError(f"{where}['name'] must be a str; got {type_name(name)}")
     return weight, _loss_from_name(name, params, where)
 
 
@@ -565,11 +567,11 @@ def build(config) -> FusedLoss | CombinedLoss:
         for i, item in enumerate(config):
             built = build(item) if isinstance(item, str | Mapping) else None
             if built is None:
-                raise TypeError(f"config[{i}] must be a str or a mapping; got {type(item).__name__}")
+                raise TypeError(f"config[{i}] must be a str or a mapping; got {type_name(item)}")
             terms.append((1.0, built))
     else:
         raise TypeError(f"config must be a loss name, a sum such as '0.5*focal + dice', a mapping with a 'name' "
-                        f"key or a list of those; got {type(config).__name__}")
+                        f"key or a list of those; got {type_name(config)}")
     if len(terms) == 1 and terms[0][0] == 1.0:
         return terms[0][1]
     return CombinedLoss(terms)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import _outside_unit_interval, check_input_tensor, check_loss_inputs, check_number
+from ._checks import _outside_unit_interval, check_input_tensor, check_loss_inputs, check_number, type_name
 
 __all__ = [
     "Confusion",
@@ -81,7 +81,7 @@ def _counts_as_tensors(name_values: dict) -> tuple[list[Tensor], bool, torch.dty
                 out_dtype = v.dtype if out_dtype is None else torch.promote_types(out_dtype, v.dtype)
             device = v.device if device is None else device
         elif not _is_scalar(v):
-            raise TypeError(f"{name} must be a real number or a tensor of counts; got {type(v).__name__}")
+            raise TypeError(f"{name} must be a real number or a tensor of counts; got {type_name(v)}")
     for name, v in name_values.items():
         t = torch.as_tensor(v, dtype=torch.float64, device=device)
         if bool(torch.isnan(t).any()) or bool(torch.isinf(t).any()):
@@ -108,7 +108,7 @@ def _ratio(num: Tensor, den: Tensor, zero_division: float) -> Tensor:
 
 def _zero_division(value) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"zero_division must be a real number (or float('nan')); got {type(value).__name__}")
+        raise TypeError(f"zero_division must be a real number (or float('nan')); got {type_name(value)}")
     return float(value)
 
 
@@ -151,7 +151,8 @@ def f1(tp, fp, fn, *, zero_division: float = 1.0):
 
 
 def dice(tp, fp, fn, *, zero_division: float = 1.0):
-    """Dice coefficient ``2 TP / (2 TP + FP + FN)`` of hard masks (seed 001 eq 4); same as :func:`f1`."""
+    """Dice coefficient ``2 TP / (2 TP + FP + FN)`` of hard masks (seed 001 eq 4); same as :func:`f1`
+    (``zero_division``: the value where the denominator is 0, no crack predicted or present)."""
     return f1(tp, fp, fn, zero_division=zero_division)
 
 
@@ -245,7 +246,7 @@ def max_filter(x: Tensor, radius: float, spatial_dims: int) -> Tensor:
     """
     radius = check_number("radius", radius, low=0.0)
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+        raise TypeError(f"x must be a torch.Tensor; got {type_name(x)}")
     if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, int) or not 1 <= spatial_dims <= min(3, x.ndim):
         raise ValueError(f"spatial_dims must be 1, 2 or 3 and at most x.ndim = {x.ndim}; got {spatial_dims!r}")
     x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
@@ -426,7 +427,7 @@ def _thresholds(thresholds, device, dtype) -> Tensor:
         n = thresholds
         return (torch.arange(1, n + 1, dtype=torch.float64, device=device) / (n + 1)).to(dtype)
     if not isinstance(thresholds, Tensor):
-        raise TypeError(f"thresholds must be an int (number of levels) or a 1-D tensor; got {type(thresholds).__name__}")
+        raise TypeError(f"thresholds must be an int (number of levels) or a 1-D tensor; got {type_name(thresholds)}")
     if thresholds.ndim != 1 or thresholds.numel() == 0:
         raise ValueError(f"thresholds must be a non-empty 1-D tensor; got shape {tuple(thresholds.shape)}")
     th = thresholds.to(device=device, dtype=torch.float64)
@@ -490,7 +491,9 @@ def threshold_counts(probs, targets, *, thresholds=99, tolerance: float = 0, ign
     dropped). Pixel i is predicted at threshold th when ``probs[i] >= th``, compared in the
     probabilities' compute dtype (float32, or float64 for float64 input); the thresholds are cast
     to it. ``tolerance``: matching radius r in pixels, see the module docstring; dilating the
-    probabilities once with :func:`max_filter` serves all thresholds.
+    probabilities once with :func:`max_filter` serves all thresholds. ``ignore``: as in the
+    losses (a bool/integer mask, nonzero = ignored, or the ignore_index value in ``targets``):
+    ignored pixels count nowhere, neither as predictions nor as ground truth.
     """
     tolerance = _check_tolerance(tolerance)
     if isinstance(probs, Tensor) and probs.ndim >= 3 and probs.shape[1] != 1:
@@ -556,7 +559,7 @@ def _prf(tp_pred, n_pred, tp_gt, n_gt):
 def ods_ois_from_counts(counts: ThresholdCounts) -> ODSOIS:
     """ODS and OIS from :class:`ThresholdCounts` (see :func:`ods_ois`)."""
     if not isinstance(counts, ThresholdCounts):
-        raise TypeError(f"counts must be a ThresholdCounts; got {type(counts).__name__}")
+        raise TypeError(f"counts must be a ThresholdCounts; got {type_name(counts)}")
     n_gt = counts.n_gt.unsqueeze(1).expand_as(counts.n_pred)
     # ODS: pool over images, best threshold (first one on ties)
     P, R, Fs = _prf(counts.tp_pred.sum(0), counts.n_pred.sum(0), counts.tp_gt.sum(0), counts.n_gt.sum(0))

@@ -22,11 +22,19 @@ for the memory system:
    ``lines x n``, lane-minor so that lanes at the same depth coalesce); a boundary is recomputed
    from its two parabolas when a pop or the read-back needs it.
 
-The envelope works in float64 (as the native CPU one does), so it is the exact envelope; results
-are float32, exact for integer squared distances below ``2**24``.
+Precision. The envelope works in float64 (as the native CPU one does), so it is the exact envelope
+for unit spacing. The maps between passes and the result are float32 where every squared distance
+an image can hold is an integer below ``2**24`` (unit spacing, squared diagonal below ``2**24``:
+exact), else float64 (:func:`map_dtype`). The spacing reaches the kernels as the bits of its
+float64 value (a Python float argument would be rounded to float32), and a distance along an axis is
+``(x - v) * spacing`` squared, as SciPy forms it, so anisotropic results are float64 sums of SciPy's
+own terms (equal to SciPy's in 2-D where both pick the same nearest pixel; 3-D adds the axes in
+another order, within an ulp of float64).
 """
 
 from __future__ import annotations
+
+import struct
 
 import torch
 import triton
@@ -34,7 +42,7 @@ import triton.language as tl
 
 from ._utils import launched_on_input_device, next_power_of_2
 
-BIG: tl.constexpr = tl.constexpr(1.0e30)  # "no target on this line yet"; squared distances never come near it
+BIG: tl.constexpr = tl.constexpr(1.0e30)  # "no target on this line yet"; squared distances stay below it (fastseg.edt checks)
 NO_INDEX: tl.constexpr = tl.constexpr(2**31 - 1)  # "no target to the right"
 
 
@@ -49,8 +57,10 @@ def _minimum(a, b):
 
 
 @triton.jit
-def _edt_sweep_kernel(mask_ptr, out_ptr, n_lines, n, spacing, BLOCK_LINES: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Squared distance along contiguous lines of a binary mask: ``(spacing * gap)^2`` or ``BIG``.
+def _edt_sweep_kernel(mask_ptr, out_ptr, n_lines, n, spacing_bits, BLOCK_LINES: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Squared distance along contiguous lines of a binary mask: ``(gap * spacing)^2`` (float64
+    maps: in float64 with ``spacing`` from its bits ``spacing_bits``; float32 maps have unit
+    spacing: ``gap^2``) or ``BIG``.
 
     ``gap(x) = min(x - left(x), right(x) - x)`` with ``left``/``right`` the nearest nonzero mask
     index at or before / at or after ``x`` on the line: a running maximum over the tiles from the
@@ -58,6 +68,7 @@ def _edt_sweep_kernel(mask_ptr, out_ptr, n_lines, n, spacing, BLOCK_LINES: tl.co
     both are forward scans (no ``reverse=True``, whose results have been reported wrong:
     triton-lang/triton#4362, #8412).
     """
+    spacing = spacing_bits.to(tl.float64, bitcast=True)
     pid = tl.program_id(0).to(tl.int64)
     lines = pid * BLOCK_LINES + tl.arange(0, BLOCK_LINES).to(tl.int64)
     row = (lines * n)[:, None]
@@ -86,10 +97,13 @@ def _edt_sweep_kernel(mask_ptr, out_ptr, n_lines, n, spacing, BLOCK_LINES: tl.co
         right = tl.associative_scan(tl.where(site, idx, NO_INDEX), 1, _minimum)
         right = tl.minimum(right, right_carry[:, None])
         right_carry = tl.min(right, axis=1)
-        gap = tl.load(out_ptr + row + idx, mask=ok, other=BIG)
+        gap = tl.load(out_ptr + row + idx, mask=ok, other=BIG).to(tl.float32)  # an integer, or BIG
         gap = tl.minimum(gap, tl.where(right < NO_INDEX, (right - idx).to(tl.float32), BIG))
-        step = tl.where(gap < BIG, gap, 0.0) * spacing
-        tl.store(out_ptr + row + idx, tl.where(gap < BIG, step * step, BIG), mask=ok)
+        if out_ptr.dtype.element_ty == tl.float32:  # float32 maps: unit spacing, exact squares
+            step = tl.where(gap < BIG, gap, 0.0)
+        else:
+            step = tl.where(gap < BIG, gap, 0.0).to(tl.float64) * spacing
+        tl.store(out_ptr + row + idx, tl.where(gap < BIG, step * step, BIG).to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -114,7 +128,7 @@ def _edt_envelope_kernel(
     n_lines,
     n,
     inner,
-    spacing,
+    spacing_bits,
     BLOCK_LINES: tl.constexpr,
 ):
     """Lower-envelope 1-D squared distance transform of ``BLOCK_LINES`` lines.
@@ -130,8 +144,9 @@ def _edt_envelope_kernel(
 
     Positions, heights and boundaries are float64, as in the native CPU envelope: with unit
     spacing every height is an integer and every boundary a rational with a denominator below
-    ``2 n``, which float64 keeps apart, so the envelope is the exact one; the squared distance is
-    rounded once, to the float32 output (exact below ``2**24``).
+    ``2 n``, which float64 keeps apart, so the envelope is the exact one. The squared distance
+    ``((x - v) spacing)^2 + f(v)`` is rounded once, to the output's dtype; ``spacing_bits`` holds
+    the bits of the float64 spacing.
     """
     pid = tl.program_id(0).to(tl.int64)
     lane = tl.arange(0, BLOCK_LINES).to(tl.int64)
@@ -139,7 +154,7 @@ def _edt_envelope_kernel(
     active = lines < n_lines
     lines = tl.where(active, lines, 0)
     stride = tl.zeros([BLOCK_LINES], tl.int64) + inner  # 64-bit offsets: images may exceed 2**31 pixels
-    step = tl.zeros([BLOCK_LINES], tl.float64) + spacing
+    step = tl.zeros([BLOCK_LINES], tl.float64) + spacing_bits.to(tl.float64, bitcast=True)
     base = (lines // stride) * (n * stride) + lines % stride
     scratch = pid * n * BLOCK_LINES + lane
 
@@ -186,30 +201,32 @@ def _edt_envelope_kernel(
     k_last = k
     found = active & (k_last >= 0)
     k = tl.zeros([BLOCK_LINES], tl.int32)
-    vk = tl.load(v_ptr + scratch, mask=found, other=0)
-    cur_pos = vk * step
-    cur_f = _f_at(f_ptr, base, vk, stride, found)
+    cur_v = tl.load(v_ptr + scratch, mask=found, other=0)
+    cur_pos = cur_v * step
+    cur_f = _f_at(f_ptr, base, cur_v, stride, found)
     has_next = found & (k_last >= 1)
-    vn = tl.load(v_ptr + scratch + BLOCK_LINES, mask=has_next, other=0)
-    next_pos = vn * step
-    next_f = _f_at(f_ptr, base, vn, stride, has_next)
+    next_v = tl.load(v_ptr + scratch + BLOCK_LINES, mask=has_next, other=0)
+    next_pos = next_v * step
+    next_f = _f_at(f_ptr, base, next_v, stride, has_next)
     z_next = tl.where(has_next, _intersection(next_f, next_pos, cur_f, tl.where(has_next, cur_pos, next_pos - 1.0)), BIG)
     for q in range(0, n):
         pos_q = q * step
         advance = z_next < pos_q
         while tl.max(advance.to(tl.int32), axis=0) > 0:
             k = tl.where(advance, k + 1, k)
+            cur_v = tl.where(advance, next_v, cur_v)
             cur_pos = tl.where(advance, next_pos, cur_pos)
             cur_f = tl.where(advance, next_f, cur_f)
             more = advance & (k < k_last)
             vn = tl.load(v_ptr + scratch + (k + 1).to(tl.int64) * BLOCK_LINES, mask=more, other=0)
+            next_v = tl.where(more, vn, next_v)
             next_pos = tl.where(more, vn * step, next_pos)
             next_f = tl.where(more, _f_at(f_ptr, base, vn, stride, more), next_f)
             z_more = _intersection(next_f, next_pos, cur_f, tl.where(more, cur_pos, next_pos - 1.0))
             z_next = tl.where(advance, tl.where(more, z_more, BIG), z_next)
             advance = advance & (z_next < pos_q)
-        dx = pos_q - cur_pos
-        tl.store(out_ptr + base + q * stride, tl.where(found, dx * dx + cur_f, BIG).to(tl.float32), mask=active)
+        dx = (q - cur_v).to(tl.float64) * step
+        tl.store(out_ptr + base + q * stride, tl.where(found, dx * dx + cur_f, BIG).to(out_ptr.dtype.element_ty), mask=active)
 
 
 SWEEP_WARPS = 4
@@ -231,27 +248,44 @@ ENVELOPE_LINES = 32
 warp vote (no shared memory, no barrier), and the most programs to spread over the machine."""
 
 
+def map_dtype(spatial: tuple[int, ...], spacing: tuple[float, ...]) -> torch.dtype:
+    """The dtype of the maps :func:`edt_squared` computes: float32 where every squared distance an
+    image of ``spatial`` can hold is an integer below ``2**24`` (unit spacing and
+    ``sum((n_i - 1)^2) < 2**24``, so float32 holds them exactly), float64 otherwise."""
+    integers = all(s == 1.0 for s in spacing)
+    return torch.float32 if integers and sum((n - 1) ** 2 for n in spatial) < 2**24 else torch.float64
+
+
+def float64_bits(value: float) -> int:
+    """The bits of ``value`` as a float64, as an int64 (a kernel bitcasts them back): Triton passes
+    a Python float as float32, which would round an anisotropic spacing such as 0.1."""
+    return struct.unpack("<q", struct.pack("<d", float(value)))[0]
+
+
 @launched_on_input_device
 def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
     """Squared EDT of every image of ``target`` (``[N, *spatial]``, nonzero = target set).
 
-    Returns float32 of the same shape; pixels of an image without any target pixel hold ``inf``.
-    ``spacing`` has one entry per spatial axis. One launch per axis, no host synchronisation.
+    Returns a tensor of ``target``'s shape in :func:`map_dtype` (float32 when exact, else float64);
+    pixels of an image without any target pixel hold ``inf``. ``spacing`` has one positive entry
+    per spatial axis; squared distances must stay below ``BIG`` (1e30). One launch per axis, no
+    host synchronisation. Transient memory: two maps and one int32 vertex buffer (12 bytes per
+    pixel in float32, 20 in float64).
     """
     if target.ndim < 2:
         raise ValueError(f"target must be [N, *spatial]; got shape {tuple(target.shape)}")
-    spatial = target.shape[1:]
+    spatial = tuple(target.shape[1:])
     if len(spacing) != len(spatial):
         raise ValueError(f"spacing needs {len(spatial)} entries; got {len(spacing)}")
     mask = (target if target.dtype in (torch.bool, torch.uint8) else target != 0).contiguous()
     if mask.dtype == torch.bool:
         mask = mask.view(torch.uint8)
     total = mask.numel()
-    current = torch.empty(mask.shape, dtype=torch.float32, device=mask.device)
+    current = torch.empty(mask.shape, dtype=map_dtype(spatial, spacing), device=mask.device)
     n = spatial[-1]
     block_lines, block_n = sweep_blocks(n)
     grid = (triton.cdiv(total // n, block_lines),)
-    _edt_sweep_kernel[grid](mask, current, total // n, n, float(spacing[-1]),
+    _edt_sweep_kernel[grid](mask, current, total // n, n, float64_bits(spacing[-1]),
                             BLOCK_LINES=block_lines, BLOCK_N=block_n, num_warps=SWEEP_WARPS)
 
     other = torch.empty_like(current)
@@ -266,7 +300,7 @@ def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tenso
             inner *= size
         n_lines = total // n
         grid = (triton.cdiv(n_lines, ENVELOPE_LINES),)
-        _edt_envelope_kernel[grid](current, other, vertices, n_lines, n, inner, float(spacing[axis]),
+        _edt_envelope_kernel[grid](current, other, vertices, n_lines, n, inner, float64_bits(spacing[axis]),
                                    BLOCK_LINES=ENVELOPE_LINES, num_warps=1)
         current, other = other, current
     return current.masked_fill_(current >= BIG.value, float("inf"))

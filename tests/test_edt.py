@@ -145,6 +145,30 @@ def test_argument_errors():
         edt(np.zeros((1, 1, 3, 3)))
     with pytest.raises(TypeError, match="dtype"):
         edt(torch.zeros(1, 1, 3, 3), dtype=torch.int32)
+    with pytest.raises(TypeError, match="squared must be a bool; got numpy.bool"):
+        edt(torch.zeros(1, 1, 3, 3), squared=np.bool_(True))
+
+
+@pytest.mark.parametrize("backend", ["auto", "scipy"])
+def test_spacing_beyond_the_largest_diagonal_is_refused(backend):
+    """A 3 x 4 image's diagonal is 5 spacing units: 5 * 2e14 = 1e15 is the first length refused
+    (squared distances would reach the Triton kernels' 1e30 "no target" marker), and 1e200 no
+    longer overflows a float on the way."""
+    from fastseg.edt import MAX_DIAGONAL, boundary_field, empty_fill
+
+    mask = torch.zeros(1, 1, 3, 4, dtype=torch.bool)
+    mask[0, 0, 0, 0] = True
+    assert MAX_DIAGONAL == 1e15
+    assert edt(mask, spacing=1.9e14, backend=backend)[0, 0, -1, -1].item() == pytest.approx(math.hypot(2, 3) * 1.9e14)
+    for spacing in (2e14, 1e200, (1.0, 1e300)):
+        with pytest.raises(ValueError, match="spacing .* must be below 1e\\+15"):
+            edt(mask, spacing=spacing, backend=backend)
+    with pytest.raises(ValueError, match="spacing"):
+        boundary_field(mask, spacing=1e200)
+    with pytest.raises(ValueError, match="spacing"):
+        empty_fill((3, 4), 1e200)
+    with pytest.raises(ValueError, match="not subnormal"):
+        edt(mask, spacing=5e-324, backend=backend)
 
 
 def test_boundary_field_equals_monai_distance_field():

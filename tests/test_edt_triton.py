@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fastseg.kernels.edt import _intersection, edt_squared
+from fastseg.kernels.edt import _intersection, edt_squared, map_dtype
 
 DEVICES = [pytest.param("cpu", marks=requires_interpreter), pytest.param("cuda", marks=requires_cuda)]
 
@@ -34,14 +34,20 @@ def scipy_squared_edt(masks: np.ndarray, spacing) -> np.ndarray:
 
 
 def assert_matches_scipy(masks: torch.Tensor, spacing, device):
-    got = edt_squared(masks.to(device), spacing).cpu().double().numpy()
+    """Integer spacing: equal. Otherwise float64 maps holding SciPy's terms ``((x - v) s)^2``:
+    equal in 2-D (the same two terms added), within an ulp of float64 in 3-D (added in another
+    order), and equal once rounded to float32."""
+    squares = edt_squared(masks.to(device), spacing)
+    assert squares.dtype == map_dtype(tuple(masks.shape[1:]), spacing)
+    got = squares.cpu().double().numpy()
     want = scipy_squared_edt(masks.numpy(), spacing)
     assert np.array_equal(np.isinf(got), np.isinf(want))
     finite = np.isfinite(want)
-    if all(float(s).is_integer() for s in spacing):
+    if all(float(s).is_integer() for s in spacing) or masks.ndim <= 3:
         assert np.array_equal(got[finite], want[finite]), np.abs(got - want)[finite].max()
     else:
-        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=2.5e-16, atol=0)
+    assert np.array_equal(got[finite].astype(np.float32), want[finite].astype(np.float32))
 
 
 def _masks(shape, density, seed=0):
@@ -98,20 +104,22 @@ def test_lanes_at_different_envelope_depths_equal_scipy(density, device):
 
 
 @requires_cuda
-def test_cuda_edt_transient_memory_is_13_bytes_per_pixel():
-    """Two float32 maps and one int32 vertex buffer (12 B/px), plus the bool of the final inf fill."""
+@pytest.mark.parametrize("spacing, bytes_per_pixel", [((1.0, 1.0), 13), ((0.5, 0.3), 21)], ids=["float32", "float64"])
+def test_cuda_edt_transient_memory(spacing, bytes_per_pixel):
+    """Two maps (float32, or float64 with anisotropic spacing) and one int32 vertex buffer, plus the
+    bool of the final inf fill."""
     masks = _masks((4, 512, 384), 0.01, seed=2).cuda()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
-    edt_squared(masks, (1.0, 1.0))
+    edt_squared(masks, spacing)
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - before
-    assert extra <= 13 * masks.numel() + 2**20, extra / masks.numel()
+    assert extra <= bytes_per_pixel * masks.numel() + 2**20, extra / masks.numel()
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("spacing", [(0.5, 2.0), (3.0, 1.0), (1.5, 0.7, 2.0)])
+@pytest.mark.parametrize("spacing", [(0.5, 2.0), (3.0, 1.0), (0.3, 1.7), (0.1, 0.1), (1.5, 0.7, 2.0), (0.1, 2.7, 0.3)])
 def test_anisotropic_spacing_equals_scipy(spacing, device):
     shape = (2, 9, 11) if len(spacing) == 2 else (2, 5, 6, 7)
     assert_matches_scipy(_masks(shape, 0.08, seed=3), spacing, device)
@@ -141,20 +149,39 @@ def test_cuda_large_batch_equals_scipy():
     assert_matches_scipy(masks, (1.0, 1.0), "cuda")
 
 
+def test_map_dtype_is_float32_only_where_it_is_exact():
+    """Hand values: float32 holds every integer below 2**24 = 16777216."""
+    assert map_dtype((4096,), (1.0,)) == torch.float32  # 4095^2 = 16769025
+    assert map_dtype((4097,), (1.0,)) == torch.float64  # 4096^2 = 2^24
+    assert map_dtype((2897, 2897), (1.0, 1.0)) == torch.float32  # 2 * 2896^2 = 16773632
+    assert map_dtype((2898, 2898), (1.0, 1.0)) == torch.float64  # 2 * 2897^2 = 16785218
+    assert map_dtype((5, 5), (1.0, 0.5)) == torch.float64  # anisotropic: not integers
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lines_longer_than_4096_pixels_are_exact(device):
+    """A 1 x 5000 line with one target pixel at its start: squared distances up to 4999^2, beyond
+    float32's integers; the float64 maps give them exactly."""
+    masks = torch.zeros(1, 1, 5000, dtype=torch.bool)
+    masks[0, 0, 0] = True
+    got = edt_squared(masks.to(device), (1.0, 1.0)).cpu()
+    assert got.dtype == torch.float64
+    assert torch.equal(got[0, 0], torch.arange(5000, dtype=torch.float64) ** 2)
+
+
 @requires_cuda
 def test_cuda_4096_pixel_crack_images_equal_scipy():
-    """Squared distances near ``2**24``: float32 heights ``f + q^2`` would round (they did)."""
+    """Squared distances beyond ``2**24`` (float64 maps): exact, and float32 heights ``f + q^2``
+    would round (they did, before the maps switched)."""
     from fastseg.data import synthetic_cracks
 
     _, t = synthetic_cracks(2, 4096, 4096, density=0.002, seed=5)
     masks = t.reshape(2, 4096, 4096).bool()
     masks[1] = False
     masks[1, 0, 0] = True  # one corner pixel: squared distances up to 2 * 4095**2, beyond 2**24
-    got = edt_squared(masks.cuda(), (1.0, 1.0)).cpu().double().numpy()
-    want = scipy_squared_edt(masks.numpy(), (1.0, 1.0))
-    exact = want < 2**24  # float32 holds every integer below 2**24; above, one rounding
-    assert np.array_equal(got[exact], want[exact])
-    np.testing.assert_allclose(got[~exact], want[~exact], rtol=2**-24)
+    got = edt_squared(masks.cuda(), (1.0, 1.0)).cpu()
+    assert got.dtype == torch.float64
+    assert np.array_equal(got.numpy(), scipy_squared_edt(masks.numpy(), (1.0, 1.0)))
 
 
 @triton.jit
@@ -197,3 +224,50 @@ def test_public_edt_triton_backend_equals_scipy(to, device):
                 continue
             want = ndi.distance_transform_edt(~target_set.numpy())
             assert np.array_equal(got[b, c].numpy(), want.astype(np.float32))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("squared", [False, True])
+def test_public_edt_triton_backend_with_spacing_equals_scipy(squared, device):
+    """float32 results equal SciPy's rounded once; float64 ones equal SciPy's (2-D: the same terms
+    added), crack-free images included (their :func:`empty_fill` too, not a float32 rounding of it)."""
+    from fastseg.edt import edt, empty_fill
+
+    masks = _masks((2, 2, 9, 13), 0.1, seed=12)
+    masks[1, 0] = False
+    spacing = (0.3, 1.7)
+    for dtype in (torch.float32, torch.float64):
+        got = edt(masks.to(device), spacing=spacing, squared=squared, dtype=dtype, backend="triton").cpu()
+        assert torch.all(got[1, 0] == torch.tensor(empty_fill((9, 13), spacing, squared=squared), dtype=dtype))
+        for b, c in ((0, 0), (0, 1), (1, 1)):
+            d = ndi.distance_transform_edt(~masks[b, c].numpy(), sampling=spacing)
+            want = scipy_squared_edt(masks[b, c][None].numpy(), spacing)[0] if squared else d
+            if dtype == torch.float64 and not squared:  # a square root away from the exact squares
+                np.testing.assert_allclose(got[b, c].numpy(), want, rtol=2.5e-16, atol=0)
+            else:
+                assert np.array_equal(got[b, c].numpy(), want.astype(got.numpy().dtype)), (b, c, dtype)
+
+
+def test_triton_backend_on_cpu_without_the_interpreter_says_how_to_enable_it(tmp_path):
+    """A process where triton was imported without ``TRITON_INTERPRET=1``: a clear error, not
+    Triton's "0 active drivers"."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, fastseg.functional as F\n"
+        "from fastseg.edt import edt\n"
+        "for call in (lambda: edt(torch.ones(1, 1, 2, 2, dtype=torch.bool), backend='triton'),\n"
+        "             lambda: F.dice(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), backend='triton')):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except RuntimeError as err:\n"
+        "        print('ERROR', err)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    errors = [line for line in out.stdout.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 2, out.stdout + out.stderr
+    assert all("TRITON_INTERPRET=1" in line for line in errors), errors

@@ -213,6 +213,50 @@ def test_ignore_index_and_bhw_target(name):
     compare(name, z, t, ignore=255)
 
 
+@pytest.mark.parametrize(
+    "name, backend",
+    [(name, "torch") for name in FS.__all__] + [pytest.param(name, "triton", marks=requires_interpreter) for name in ALL],
+)
+def test_non_finite_logits_at_ignored_pixels_count_nowhere(name, backend):
+    """An inf or NaN logit at an ignored pixel (an fp16 overflow in padding): the reference's loss
+    and gradient of the same logits with those pixels set to 0, and a zero gradient there."""
+    gen = torch.Generator().manual_seed(62)
+    shape = (2, 1, 5, 6) if backend == "torch" else (2, 1, 3, 4)
+    clean = torch.randn(shape, generator=gen, dtype=torch.float64) * 3
+    t = torch.rand(shape, generator=gen) < 0.3
+    ignore = torch.zeros(shape, dtype=torch.bool)
+    ignore[0, 0, 0, :3] = True
+    clean = clean.masked_fill(ignore, 0.0)
+    bad = clean.clone()
+    bad[0, 0, 0, 0], bad[0, 0, 0, 1], bad[0, 0, 0, 2] = float("inf"), float("-inf"), float("nan")
+    x, xr = bad.clone().requires_grad_(), clean.clone().requires_grad_()
+    value = getattr(FS, name)(x, t, ignore=ignore, backend=backend)
+    want = getattr(R, name)(xr, t, ignore=ignore)
+    value.backward()
+    want.backward()
+    assert torch.isfinite(value) and abs(value.item() - want.item()) <= 1e-10 * (1 + abs(want.item())), (value, want)
+    assert torch.isfinite(x.grad).all() and not x.grad[ignore].any()
+    assert torch.allclose(x.grad, xr.grad, rtol=1e-9, atol=1e-12 * xr.grad.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["bce", "focal", "dice", "hybrid_focal_margin"])
+def test_a_nan_probability_gives_a_nan_loss_as_a_nan_logit_does(name):
+    """from_logits=False: NaN propagates (README "Conventions"), in the fused path and the
+    reference alike, instead of reading as p = 1/2 or log p = -100 (a finite, wrong loss)."""
+    p = torch.tensor([[[[float("nan"), 0.9, 0.2]]]], dtype=torch.float64)
+    t = torch.tensor([[[[1, 1, 0]]]], dtype=torch.bool)
+    assert torch.isnan(getattr(FS, name)(p, t, from_logits=False, backend="torch"))
+    assert torch.isnan(getattr(R, name)(p, t, from_logits=False))
+
+
+def test_a_0d_ignore_tensor_is_refused_not_broadcast():
+    """``ignore=torch.tensor(255)`` would broadcast as a mask ignoring every pixel."""
+    z, t = torch.zeros(1, 1, 2, 3), torch.zeros(1, 1, 2, 3, dtype=torch.uint8)
+    for fn in (FS.bce, R.bce):
+        with pytest.raises(ValueError, match="0-d tensor.*ignore=255"):
+            fn(z, t, ignore=torch.tensor(255))
+
+
 @pytest.mark.parametrize("name", ["bce", "balanced_bce", "dice", "unified_focal", "sensitivity_specificity"])
 def test_int64_target_with_negative_ignore_index(name):
     gen = torch.Generator().manual_seed(61)

@@ -77,9 +77,11 @@ def test_sm90_compile_gate_covers_the_edt_kernel(capsys):
     if status == 3:
         pytest.skip(f"compile toolchain unavailable: {captured.err.strip()[-300:]}")
     rows = json.loads(captured.out)
-    assert sorted(r["quantities"] for r in rows if r["kernel"] == "edt") == ["lines=32"]
-    widths = sorted(int(r["quantities"].split("=")[1]) for r in rows if r["kernel"] == "edt_sweep")
-    assert widths == [16, 32, 64, 128, 256, 512, 1024]
+    # float32 and float64 maps (kernels.edt.map_dtype), in the "logits" column
+    assert sorted((r["quantities"], r["logits"]) for r in rows if r["kernel"] == "edt") == [("lines=32", "fp32"), ("lines=32", "fp64")]
+    for maps in ("fp32", "fp64"):
+        widths = sorted(int(r["quantities"].split("=")[1]) for r in rows if r["kernel"] == "edt_sweep" and r["logits"] == maps)
+        assert widths == [16, 32, 64, 128, 256, 512, 1024], maps
     for r in rows:
         assert r["error"] == "" and r["spill_bytes"] == 0 and 0 < r["registers"] <= 255, r
     assert status == 0

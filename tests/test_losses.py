@@ -31,15 +31,16 @@ def test_defaults_match_reference_and_value(cls):
     ref_fn = getattr(R, cls.loss_name)
     ref_params = inspect.signature(ref_fn).parameters
     init = inspect.signature(cls).parameters
+    assert init["process_group"].default is None  # help() lists every keyword __init__ takes
     for name, p in init.items():
-        if name in ("backend", "deterministic"):
+        if name in ("backend", "deterministic", "process_group"):  # module settings the reference lacks
             continue
         if name == "scope" and name not in ref_params:  # pointwise: the reference's batch mean
             assert FS.kind(cls.loss_name) == "pointwise" and p.default == "batch"
             continue
         assert ref_params[name].default == p.default, name
     module = cls(backend="torch")
-    assert dict(module.params) == {n: p.default for n, p in init.items() if n not in ("from_logits", "scope", "reduction", "backend", "deterministic")}
+    assert dict(module.params) == {n: p.default for n, p in init.items() if n not in ("from_logits", "scope", "reduction", "backend", "deterministic", "process_group")}
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(2, 1, 6, 7, generator=gen, dtype=torch.float64)
     t = torch.rand(2, 1, 6, 7, generator=gen) < 0.3

@@ -40,8 +40,8 @@ schedule of values is one graph, and a CUDA graph replays each call's values.
 
 Backends (``backend=``): ``"torch"`` is :mod:`.torch_path`; ``"inductor"`` (CPU tensors only,
 opt-in) is :mod:`.inductor_path`, the same formulas through ``torch.compile``d passes; ``"triton"`` is ``kernels/fused_loss.py``
-(imported lazily; on CPU tensors it runs under ``TRITON_INTERPRET=1``, which this module sets
-at import on machines without CUDA unless triton was imported before or the variable is set);
+(imported lazily; on CPU tensors it runs under Triton's interpreter, which needs
+``TRITON_INTERPRET=1`` in the environment: :mod:`fastseg._kernels`);
 ``"auto"`` picks Triton for CUDA tensors; for CPU tensors torch, or Inductor when the call is
 traced by the caller's ``torch.compile`` (:func:`resolve_backend`; small logits then get the
 Inductor formulas traced into the caller's graph, :class:`_TracedFusedSums`).
@@ -49,28 +49,19 @@ Inductor formulas traced into the caller's graph, :class:`_TracedFusedSums`).
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from .._checks import check_choice
+from .._kernels import kernels_module
 from . import inductor_path, torch_path
 from .kernel_params import KernelParams, forms_dict
 from .scalars import values_tensor
 from .spec import TermParams
 
 BACKENDS = ("auto", "triton", "torch", "inductor")
-
-# On a machine without CUDA, Triton kernels can only run in its interpreter, and the variable
-# must be set before triton is first imported, which torch does on the first call of any custom
-# op (through torch._dynamo). So it is settled here, at import, unless the user chose already.
-if not torch.cuda.is_available() and "triton" not in sys.modules:
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 
 def resolve_backend(backend: str, z: Tensor) -> str:
     """The backend that runs ``backend`` for ``z``. ``"auto"``: Triton for CUDA tensors; for CPU
@@ -107,20 +98,8 @@ def _inside_torch_compile() -> bool:
 
 
 def _triton_module(on_cpu: bool):
-    """``kernels.fused_loss`` (``fastseg.kernels.fused_loss`` when installed), imported on first use."""
-    if on_cpu and os.environ.get("TRITON_INTERPRET") != "1":
-        if "triton" in sys.modules:
-            raise RuntimeError(
-                "backend='triton' on CPU tensors runs the kernels under the Triton interpreter, which needs "
-                "TRITON_INTERPRET=1 set before triton is imported; set it in the environment, or use backend='torch'"
-            )
-        os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        return importlib.import_module("fastseg.kernels.fused_loss")
-    except ModuleNotFoundError as err:
-        if not (err.name or "").startswith("fastseg.kernels"):
-            raise  # a missing dependency (triton), not a missing package
-        return importlib.import_module("kernels.fused_loss")  # running from a source checkout
+    """``kernels/fused_loss.py``, imported on first use (:func:`fastseg._kernels.kernels_module`)."""
+    return kernels_module("fused_loss", on_cpu=on_cpu)
 
 
 def _backend_module(backend: str, z: Tensor):
@@ -285,8 +264,8 @@ def _tag_inductor_cache() -> None:
 def register_triton_ops() -> None:
     """Register the ``triton_op`` pair (once per process; called at import where CUDA exists).
 
-    Defining a ``triton_op`` imports triton, which on a CPU-only machine must wait until
-    ``TRITON_INTERPRET`` is settled (see :func:`_triton_module`). tests/test_triton_ops.py calls
+    Defining a ``triton_op`` imports triton, so on a CPU-only machine it waits for an explicit
+    call (:mod:`fastseg._kernels` on ``TRITON_INTERPRET``). tests/test_triton_ops.py calls
     this under the interpreter to run the same ops eagerly on CPU tensors (``wrap_triton`` then
     launches the interpreted kernels directly); tests/trace_triton_ops.py calls it without the
     interpreter to trace torch.compile into the kernels on CPU tensors.

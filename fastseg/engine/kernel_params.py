@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .._checks import type_name
 from .scalars import as_operand
 from .spec import TermParams, only_read
 
@@ -33,7 +34,7 @@ def power_form(g) -> int:
 
 def _read(quantities: Sequence[int], params: TermParams) -> TermParams:
     if not isinstance(params, TermParams):
-        raise TypeError(f"params must be a fastseg.engine.spec.TermParams (or KernelParams); got {type(params).__name__}")
+        raise TypeError(f"params must be a fastseg.engine.spec.TermParams (or KernelParams); got {type_name(params)}")
     return only_read(quantities, params)
 
 

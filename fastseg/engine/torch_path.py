@@ -206,7 +206,9 @@ class _Chunk:
         self.dtype = dtype
         self.params = params  # decides the branches (only through param_forms)
         self.val = params if values is None else values  # the numbers (0-d tensors under inductor_path)
-        self.z = z.to(dtype)
+        # An ignored pixel's logit reads as 0: its terms are multiplied by 0, and an inf or NaN
+        # there (an fp16 overflow in padding) would make that product NaN.
+        self.z = z.to(dtype) if valid is None else _select(valid, z.to(dtype))
         self.v = None if valid is None else _as_float(valid, dtype)
         self.hard = not t.is_floating_point()  # bool / uint8 labels: t is exactly 0 or 1
         if valid is None:

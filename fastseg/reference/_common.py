@@ -41,18 +41,18 @@ def log_probs(x: Tensor, from_logits: bool) -> tuple[Tensor, Tensor, Tensor]:
 def _clamped_log(x: Tensor) -> Tensor:
     """``log x`` clamped at -100 as ``torch.nn.BCELoss`` does, so ``log 0 = -100`` in every dtype;
     a positive ``x`` below the smallest normal float is read as that float (float32: -87.3), which
-    keeps the gradient finite."""
+    keeps the gradient finite. NaN stays NaN (a NaN probability gives a NaN loss, as a NaN logit does)."""
     tiny = torch.finfo(x.dtype).tiny
-    return torch.where(x > 0, torch.log(x.clamp_min(tiny)), LOG_CLAMP).clamp_min(LOG_CLAMP)
+    return torch.where(x <= 0, LOG_CLAMP, torch.log(x.clamp_min(tiny))).clamp_min(LOG_CLAMP)
 
 
 def _clamped_log1m(x: Tensor) -> Tensor:
     """``log(1 - x)`` as ``log1p(-x)``, which keeps a small ``x`` that ``1 - x`` rounds away (below
     2^-53 in float64, 2^-24 in float32: ``(-log(1 - p))^0.25`` of p = 1e-17 is 8e-5, not 0), with
     ``log 0 = -100`` at x = 1 as :func:`_clamped_log` (the inner ``where`` keeps that pixel's
-    gradient finite)."""
-    below_one = x < 1
-    return torch.where(below_one, torch.log1p(-torch.where(below_one, x, 0.0)), LOG_CLAMP).clamp_min(LOG_CLAMP)
+    gradient finite); NaN stays NaN."""
+    at_one = x >= 1
+    return torch.where(at_one, LOG_CLAMP, torch.log1p(-torch.where(at_one, 0.0, x))).clamp_min(LOG_CLAMP)
 
 
 def logits_of(x: Tensor, from_logits: bool) -> Tensor:

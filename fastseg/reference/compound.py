@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._checks import check_choice, check_number, check_probability, check_scope_reduction
+from .._checks import check_choice, check_number, check_probability, check_scope_reduction, type_name
 from . import pointwise as pw
 from . import region as rg
 from ._common import complement, group_sum
@@ -173,7 +173,7 @@ def hybrid_focal(
     used here. ``weight`` scales the focal term only.
     """
     if not isinstance(asymmetric, bool):
-        raise TypeError(f"asymmetric must be a bool; got {type(asymmetric).__name__}")
+        raise TypeError(f"asymmetric must be a bool; got {type_name(asymmetric)}")
     w_point, w_region = _mix_weights(lam, None if asymmetric else 0.5)
     gamma_f = check_number("gamma_f", gamma_f, low=0.0)
     if class_weight is not None:
@@ -235,7 +235,7 @@ def unified_focal(
     delta = check_probability("delta", delta)
     gamma = check_probability("gamma", gamma)
     if not isinstance(asymmetric, bool):
-        raise TypeError(f"asymmetric must be a bool; got {type(asymmetric).__name__}")
+        raise TypeError(f"asymmetric must be a bool; got {type_name(asymmetric)}")
     eps = rg.check_eps(eps)
     _check_reduction(scope, reduction)
     kw = dict(from_logits=from_logits, reduction=reduction, ignore=ignore, weight=weight)
@@ -291,7 +291,7 @@ def hybrid_focal_margin(
     ``asymmetric=True``. ``weight`` scales the focal margin term only.
     """
     if not isinstance(symmetric, bool):
-        raise TypeError(f"symmetric must be a bool; got {type(symmetric).__name__}")
+        raise TypeError(f"symmetric must be a bool; got {type_name(symmetric)}")
     w_point, w_region = _mix_weights(lam, 0.5 if symmetric else None)
     gamma_f = check_number("gamma_f", gamma_f, low=0.0)
     m = check_number("m", m, low=0.0)

@@ -30,6 +30,7 @@ from .._checks import (
     check_number,
     check_probability,
     check_scope_reduction,
+    type_name,
 )
 from ..edt import boundary_field_of_mask, edt_of_mask, inner_boundary_of_mask
 from . import pointwise as pw
@@ -377,7 +378,7 @@ def hybrid_focal_margin_distance(
     alpha = check_number("alpha", alpha, low=0.0)
     eps_dist = check_number("eps_dist", eps_dist, low=0.0, low_open=True)
     if not isinstance(symmetric, bool):
-        raise TypeError(f"symmetric must be a bool; got {type(symmetric).__name__}")
+        raise TypeError(f"symmetric must be a bool; got {type_name(symmetric)}")
     check_choice("reduction", reduction, ("mean", "sum"))
     check_scope_reduction(scope, reduction)
     if lam is None:
