@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
 
+from torch import Tensor
+
 from ._checks import check_number, type_name
 
 __all__ = ["GuidanceStep", "GuidanceResult", "oii_guidance"]
@@ -48,6 +50,8 @@ def _read_oii(result) -> float:
             raise ValueError(f"train_and_validate returned a mapping without an 'oii' key (keys: {sorted(map(str, result))})")
         value = result["oii"]
     elif isinstance(result, Real) and not isinstance(result, bool):
+        value = result
+    elif isinstance(result, Tensor) and result.numel() == 1:  # e.g. Confusion.total().oii()
         value = result
     elif hasattr(result, "oii"):
         value = result.oii

@@ -175,7 +175,8 @@ def oii(tp, fp, fn):
         OII = k / (x + 1/x - 1) - 1    for x > 1         (FP >  FN: negative, "too much crack")
 
     The value lies in [-1, 1]; its sign says which error dominates, its size how much (seed 001
-    Table 1 is reproduced by the tests; its row 3 prints 0.334 where the equations give 0.344).
+    Table 1 is reproduced by the tests; its row 3 prints 0.334 where the equations give 0.344, and
+    its row 1 prints 0.064 where they give 0.06345, which rounds to 0.063).
 
     Edge cases (decisions; the paper defines only the first):
 
@@ -332,7 +333,8 @@ class Confusion:
         if torch.equal(self.tp, self.tp_gt):
             return f1(self.tp, self.fp, self.fn, zero_division=zero_division)
         p, r = self.precision(zero_division), self.recall(zero_division)
-        return _ratio(2 * p * r, p + r, 0.0)
+        nothing = (self.tp + self.fp + self.fn) == 0  # nothing predicted, nothing to find: 0/0
+        return torch.where(nothing, torch.full_like(p, _zero_division(zero_division)), _ratio(2 * p * r, p + r, 0.0))
 
     def dice(self, zero_division: float = 1.0) -> Tensor:
         return self.f1(zero_division)
@@ -457,8 +459,9 @@ class ThresholdCounts:
 
     ``n_pred``: predicted pixels; ``tp_pred``: predicted pixels within the tolerance of the ground
     truth; ``n_gt`` ``[B]``: ground-truth pixels; ``tp_gt``: ground-truth pixels within the
-    tolerance of a prediction; ``thresholds`` ``[T]``. Batches are joined by :meth:`cat`, so a
-    data set can be scored batch by batch.
+    tolerance of a prediction; ``thresholds`` ``[T]``; ``n_valid`` ``[B]``: pixels not ignored
+    (``None`` in counts made by hand: every image is then scored). Batches are joined by
+    :meth:`cat`, so a data set can be scored batch by batch.
     """
 
     n_pred: Tensor
@@ -466,6 +469,7 @@ class ThresholdCounts:
     n_gt: Tensor
     tp_gt: Tensor
     thresholds: Tensor
+    n_valid: Tensor | None = None
 
     @staticmethod
     def cat(parts: "list[ThresholdCounts]") -> "ThresholdCounts":
@@ -475,9 +479,11 @@ class ThresholdCounts:
         for p in parts[1:]:
             if not torch.equal(p.thresholds.cpu(), th.cpu()):
                 raise ValueError("all parts must use the same thresholds")
+        valid = [p.n_valid for p in parts]
         return ThresholdCounts(
             *(torch.cat([getattr(p, n) for p in parts]) for n in ("n_pred", "tp_pred", "n_gt", "tp_gt")),
             thresholds=th,
+            n_valid=None if any(v is None for v in valid) else torch.cat(valid),
         )
 
 
@@ -499,7 +505,8 @@ def threshold_counts(probs, targets, *, thresholds=99, tolerance: float = 0, ign
     if isinstance(probs, Tensor) and probs.ndim >= 3 and probs.shape[1] != 1:
         raise ValueError(
             f"probs must have one channel ([B, 1, *spatial]); got shape {tuple(probs.shape)}: "
-            "score each channel separately, e.g. probs[:, c:c+1]"
+            "score each channel separately, e.g. probs[:, c:c+1], or add the channel axis of "
+            "[B, H, W] images, probs.unsqueeze(1)"
         )
     p, gt, valid = _hard_inputs(probs, targets, from_logits=False, ignore=ignore, name="probs", target_name="targets")
     th = _thresholds(thresholds, p.device, p.dtype)
@@ -516,7 +523,8 @@ def threshold_counts(probs, targets, *, thresholds=99, tolerance: float = 0, ign
     tp_pred = _count_ge(flat(p), flat(valid & near_gt), th)
     tp_gt = tp_pred if tolerance < 1 else _count_ge(flat(p_near), flat(gt), th)
     n_gt = flat(gt).sum(1)
-    return ThresholdCounts(n_pred=n_pred, tp_pred=tp_pred, n_gt=n_gt, tp_gt=tp_gt, thresholds=th)
+    return ThresholdCounts(n_pred=n_pred, tp_pred=tp_pred, n_gt=n_gt, tp_gt=tp_gt, thresholds=th,
+                           n_valid=flat(valid).sum(1))
 
 
 @dataclass(frozen=True)
@@ -530,7 +538,10 @@ class ODSOIS:
     OIS (optimal image scale): each image at its own best threshold (``image_thresholds``,
     ``image_f1`` ``[B]``). ``ois_precision``, ``ois_recall``, ``ois_f1`` pool the counts of the
     images at their best thresholds (the BSDS benchmark's definition); ``ois_f1_mean`` is the
-    mean of the per-image best F1 (the other definition in use).
+    mean of the per-image best F1 (the other definition in use). An image without any valid pixel
+    (fully ignored) has nothing to score: its ``image_f1`` is NaN and it is left out of
+    ``ois_f1_mean`` (as the losses leave such images out of their region means); it adds no
+    count to the pooled scores anyway.
     """
 
     ods_precision: float
@@ -570,6 +581,9 @@ def ods_ois_from_counts(counts: ThresholdCounts) -> ODSOIS:
     pick = lambda x: x.gather(1, ji).squeeze(1)  # noqa: E731
     p_o, r_o, f_o = _prf(pick(counts.tp_pred).sum(), pick(counts.n_pred).sum(), pick(counts.tp_gt).sum(), counts.n_gt.sum())
     best_f = pick(Fi)
+    if counts.n_valid is not None:
+        best_f = torch.where(counts.n_valid > 0, best_f, torch.full_like(best_f, math.nan))
+    scored = best_f[~torch.isnan(best_f)] if counts.n_valid is not None else best_f
     return ODSOIS(
         ods_precision=float(P[j]),
         ods_recall=float(R[j]),
@@ -578,7 +592,7 @@ def ods_ois_from_counts(counts: ThresholdCounts) -> ODSOIS:
         ois_precision=float(p_o),
         ois_recall=float(r_o),
         ois_f1=float(f_o),
-        ois_f1_mean=float(best_f.mean()),
+        ois_f1_mean=float(scored.mean()) if scored.numel() else math.nan,
         thresholds=counts.thresholds,
         precision=P,
         recall=R,

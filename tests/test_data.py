@@ -142,6 +142,19 @@ def test_density_controls_the_fraction():
     assert empty.sum() == 0 and torch.isfinite(empty_logits).all()
 
 
+def test_seeds_are_checked():
+    images, masks = torch.zeros(2, 3, 8, 8), torch.zeros(2, 1, 8, 8)
+    for call in (lambda seed: random_crops(images, masks, 4, 2, seed=seed), lambda seed: synthetic_cracks(1, 8, 8, seed=seed)):
+        for bad in (2.7, "a", None, True):
+            with pytest.raises(TypeError, match="seed must be an integer"):
+                call(bad)
+        for bad in (-1, 2**63 - 1, 2**64 - 1):
+            with pytest.raises(ValueError, match="seed must lie in"):
+                call(bad)
+    with pytest.raises(TypeError, match="images must be a torch.Tensor; got numpy.ndarray"):
+        random_crops(images.numpy(), masks, 4, 2)
+
+
 def test_deterministic_per_seed():
     a = synthetic_cracks(2, 128, 96, seed=7)
     b = synthetic_cracks(2, 128, 96, seed=7)

@@ -7,6 +7,7 @@ import math
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from fastseg.guidance import GuidanceResult, oii_guidance
 
@@ -81,6 +82,9 @@ def test_interval_is_closed_and_results_may_be_objects():
     assert res.converged and len(res.steps) == 1 and res.steps[0].metrics.iou == 0.5
     res = oii_guidance(lambda a: 0.3, target=(0.3, 0.4), bounds=(0.0, 1.0))
     assert res.converged and res.alpha == 0.5
+    # a one-element tensor, as Confusion.total().oii() returns: OII 0.6 > 0.4 moves alpha up (0.5 -> 0.7)
+    res = oii_guidance(lambda a: torch.tensor([0.6 if a < 0.6 else 0.35], dtype=torch.float64))
+    assert res.converged and res.alpha == pytest.approx(0.7) and [s.oii for s in res.steps] == [0.6, 0.35]
 
 
 def test_bad_arguments():

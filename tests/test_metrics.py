@@ -362,6 +362,40 @@ def test_ods_ois_matches_brute_force(radius, thresholds):
     assert r.image_f1[0].item() == 1.0
 
 
+def test_fully_ignored_images_are_left_out_of_the_per_image_mean():
+    """An image without a valid pixel has no F1 (NaN) and does not enter ``ois_f1_mean``; the
+    pooled scores equal those of the batch without it."""
+    probs, t = _crack_batch()
+    ignore = torch.zeros(t.shape, dtype=torch.bool)
+    ignore[1] = True
+    r = M.ods_ois(probs, t, ignore=ignore, tolerance=1)
+    keep = [0] + list(range(2, probs.shape[0]))
+    alone = M.ods_ois(probs[keep], t[keep], tolerance=1)
+    assert torch.isnan(r.image_f1[1]) and torch.equal(r.image_f1[keep], alone.image_f1)
+    assert r.ois_f1_mean == pytest.approx(float(alone.image_f1.mean()), abs=1e-15)
+    assert (r.ods_f1, r.ois_f1) == (alone.ods_f1, alone.ois_f1)
+    joined = M.ThresholdCounts.cat([M.threshold_counts(probs[:2], t[:2], ignore=ignore[:2], tolerance=1),
+                                    M.threshold_counts(probs[2:], t[2:], tolerance=1)])
+    assert M.ods_ois_from_counts(joined).ois_f1_mean == r.ois_f1_mean
+
+
+def test_f1_of_an_image_with_nothing_predicted_or_present_is_zero_division_whatever_the_batch():
+    """With tolerance, F1 is 2PR/(P+R); an image with no count at all is 0/0 (``zero_division``)
+    whether or not another image of the batch has ``tp != tp_gt``."""
+    p = torch.zeros(2, 1, 8, 8)
+    t = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
+    p[1, 0, 2, 2] = 1
+    t[1, 0, 2, 3] = t[1, 0, 2, 1] = 1  # image 1: one prediction matching two crack pixels (tp 1, tp_gt 2)
+    both = M.confusion(p, t, tolerance=1)
+    assert not torch.equal(both.tp, both.tp_gt)
+    for zero_division in (float("nan"), -1.0, 0.0, 1.0):
+        got = both.f1(zero_division)
+        alone = M.confusion(p[:1], t[:1], tolerance=1).f1(zero_division)
+        torch.testing.assert_close(got[:1], alone, equal_nan=True)
+        torch.testing.assert_close(got[:1], torch.full_like(got[:1], zero_division), equal_nan=True)
+        assert got[1].item() == 1.0  # P = 1/1, R = 2/2
+
+
 def test_ods_ois_values_on_the_grid_count_as_predicted():
     # probabilities exactly equal to thresholds: p >= th is a prediction (ties included)
     _, t = _crack_batch(B=3, H=8, W=9)
