@@ -371,17 +371,18 @@ def _hard_inputs(pred, target, *, from_logits, ignore, name="pred", target_name=
             raise ValueError(f"{name} is a bool mask (a hard prediction); from_logits must be False")
         pred = pred.to(torch.float32)
     check_input_tensor(pred, name=name)
-    if not from_logits and bool(torch.isnan(pred).any()):
-        raise ValueError(f"{name} holds NaN")
-    if not from_logits and _outside_unit_interval(pred):
-        hint = "pass from_logits=True for logits" if name == "pred" else "apply torch.sigmoid to logits first"
-        raise ValueError(f"{name} must hold probabilities in [0, 1]; {hint}")
-    checked = check_loss_inputs(pred, target, from_logits=from_logits, ignore=ignore, name=name,
-                                target_name=target_name)
+    checked = check_loss_inputs(pred, target, from_logits=True, ignore=ignore, name=name, target_name=target_name)
     t = checked.target
     if bool(((t != 0) & (t != 1)).any()):
         raise ValueError(f"{target_name} must be binary (0 or 1) outside ignored pixels for hard metrics")
     valid = checked.valid if checked.valid is not None else torch.ones(pred.shape, dtype=torch.bool, device=pred.device)
+    scored = checked.input[valid]  # ignored pixels may hold anything, as in the losses
+    # A NaN would be counted as background (NaN >= threshold is False) and score as a miss.
+    if bool(torch.isnan(scored).any()):
+        raise ValueError(f"{name} holds NaN outside ignored pixels")
+    if not from_logits and _outside_unit_interval(scored):
+        hint = "pass from_logits=True for logits" if name == "pred" else "apply torch.sigmoid to logits first"
+        raise ValueError(f"{name} must hold probabilities in [0, 1]; {hint}")
     x = checked.input.to(torch.float64 if pred.dtype == torch.float64 else torch.float32)
     if from_logits:
         x = torch.sigmoid(x)

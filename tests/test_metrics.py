@@ -82,6 +82,25 @@ def test_confusion_ignore_mask_and_index():
     assert (c.tp.item(), c.fp.item(), c.fn.item(), c.tn.item()) == (2, 1, 0, 4)
 
 
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_nan_predictions_raise_outside_ignored_pixels_only(from_logits):
+    """A NaN would count as background (``NaN >= th`` is False): a miss the model never made.
+    At an ignored pixel it counts nowhere, like anything there (a probability of 7 included)."""
+    t = torch.ones(1, 1, 4, 4, dtype=torch.uint8)
+    pred = torch.full((1, 1, 4, 4), 0.7 if not from_logits else 2.0)
+    pred[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="pred holds NaN outside ignored pixels"):
+        M.confusion(pred, t, from_logits=from_logits)
+    ignore = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    ignore[0, 0, 0, 0] = True
+    assert M.confusion(pred, t, from_logits=from_logits, ignore=ignore).tp.item() == 15
+    if not from_logits:
+        pred[0, 0, 0, 0] = 7.0
+        assert M.confusion(pred, t, ignore=ignore).tp.item() == 15
+        with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+            M.confusion(pred, t)
+
+
 def test_confusion_per_image_and_channel_and_total():
     # B=2, C=2 with [B, C] counts; image 1 channel 0 is the hand case; the others are simple
     probs = torch.zeros(2, 2, 3, 3)
