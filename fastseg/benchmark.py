@@ -141,6 +141,8 @@ def default_cases(
     losses = list(losses or DEFAULT_LOSSES)
     known = importlib.import_module("fastseg.reference").__all__
     for name in losses:
+        if any(term == "" for term in name.split("+")):
+            raise ValueError(f"malformed sum {name!r}: write losses joined by '+', e.g. focal+dice")
         for term in terms_of(name):
             if term not in known:
                 raise ValueError(f"unknown loss {term!r}; choose from {', '.join(known)}, or a sum such as focal+dice")
@@ -1100,7 +1102,10 @@ def edt_benchmark(device="cpu", *, batch: int | None = None, size=None, repeat: 
     b, h, w = default_shapes(device)[0]
     if size is not None:
         h, w = parse_size(size) if not isinstance(size, tuple) else size
-    b = batch or b
+    if batch is not None:
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive integer; got {batch!r}")
+        b = batch
     _, t = data.synthetic_cracks(b, h, w, density=density, seed=SEED, device=device)
     mask = t.bool().reshape(b, 1, h, w)
 

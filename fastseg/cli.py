@@ -23,10 +23,35 @@ def _device(name: str | None) -> str:
     try:
         dev = torch.device(name)
     except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
         _usage_error(f"--device must be 'cpu', 'cuda' or 'cuda:N'; got {name!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         _usage_error("--device cuda requested but no CUDA device is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        _usage_error(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return str(dev)
+
+
+def _check_outputs(args, flags=("json", "markdown", "plot")) -> None:
+    """Fail before any measuring when an output file could not be written (a missing or read-only
+    folder, a folder given as the file, ``--plot`` without matplotlib): a long run is not lost at
+    its end."""
+    import importlib.util
+
+    for flag in flags:
+        path = getattr(args, flag, None)
+        if path is None:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            _usage_error(f"--{flag} {path!r} is a folder; give a file name")
+        if not os.path.isdir(folder):
+            _usage_error(f"--{flag} {path!r}: folder {folder!r} does not exist")
+        if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            _usage_error(f"--{flag} {path!r} is not writable")
+    if getattr(args, "plot", None) and importlib.util.find_spec("matplotlib") is None:
+        _usage_error("--plot needs matplotlib (pip install matplotlib)")
 
 
 def _usage_error(message: str):
@@ -64,9 +89,11 @@ def _bench_parser(sub) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="logits dtype")
     p.add_argument("--scope", default="image", choices=("image", "batch"), help="reduction scope of region terms")
     p.add_argument("--data", default="synthetic", choices=("synthetic", "crackforest"), help="input images")
-    p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch", "inductor"), help="backend of the fused contender")
+    p.add_argument("--backend", default="auto", choices=("auto", "triton", "torch", "inductor"),
+                   help="backend of the fused contenders (fastseg, fastseg_separate)")
     p.add_argument("--repeat", type=int, help="timed steps per contender (default: 3 on CPU, 20 on CUDA)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (default: 1 on CPU, 3 on CUDA)")
+    p.add_argument("--warmup", type=int, help="untimed steps first, at least 1: the first step compiles and is "
+                                               "checked (default: 1 on CPU, 3 on CUDA)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats: a smoke test")
     p.add_argument("--no-check", action="store_true", help="skip the error column (no float64 reference run)")
@@ -105,7 +132,7 @@ def _validate_parser(sub) -> None:
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="fastseg", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="fastseg", description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--version", action="version", version=f"fastseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{bench,validate,kernels}")
     _bench_parser(sub)
@@ -114,9 +141,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Options of ``bench`` that ``bench --edt`` does not read, with their defaults.
+_NOT_EDT = {"loss": None, "contender": None, "dtype": "float32", "scope": "image", "data": "synthetic",
+            "backend": "auto", "no_check": False, "markdown": None, "plot": None}
+
+
 def bench(args) -> int:
     from . import benchmark
 
+    if args.edt:
+        ignored = [f"--{name.replace('_', '-')}" for name, default in _NOT_EDT.items() if getattr(args, name) != default]
+        if ignored:
+            verb = "does" if len(ignored) == 1 else "do"
+            _usage_error(f"--edt times the distance transform only; {', '.join(ignored)} {verb} not apply to it")
+    _check_outputs(args)
     device = _device(args.device)
     _interpreter_for_cpu(args.backend, device)
     cuda = device.startswith("cuda")
@@ -127,6 +165,8 @@ def bench(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.batch is not None and args.batch < 1:
+        _usage_error(f"--batch must be >= 1; got {args.batch}")
     if args.repeat is not None and args.repeat < 1:
         _usage_error(f"--repeat must be >= 1; got {args.repeat}")
     if args.warmup is not None and args.warmup < 1:
@@ -141,7 +181,10 @@ def bench(args) -> int:
         contenders = args.contender
         factories = None
         if args.backend != "auto":
-            factories = {"fastseg": lambda case, dev: benchmark.fused_contender(case, dev, backend=args.backend)}
+            factories = {
+                "fastseg": lambda case, dev: benchmark.fused_contender(case, dev, backend=args.backend),
+                "fastseg_separate": lambda case, dev: benchmark.separate_contender(case, dev, backend=args.backend),
+            }
         # the JSON is rewritten after every case: a run stopped by a time limit keeps what it measured
         save = (lambda partial: benchmark.write_json(partial, args.json)) if args.json else None
         report = benchmark.run(cases, contenders, device=device, repeat=repeat, warmup=warmup, check=not args.no_check,
@@ -149,6 +192,9 @@ def bench(args) -> int:
                                on_case=save)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:  # --data crackforest without the archive
+        print(f"error: {err} (for this command: set FASTSEG_CRACKFOREST=PATH)", file=sys.stderr)
         return 2
     print(benchmark.table(report))
     if args.json:
@@ -172,8 +218,8 @@ def _bench_edt(args, device: str, repeat: int, warmup: int) -> int:
 
     size = (32, 48) if args.quick and args.size is None else args.size
     try:
-        report = benchmark.edt_benchmark(device, batch=args.batch or (2 if args.quick else None), size=size,
-                                         repeat=repeat, warmup=warmup)
+        batch = args.batch if args.batch is not None else 2 if args.quick else None
+        report = benchmark.edt_benchmark(device, batch=batch, size=size, repeat=repeat, warmup=warmup)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -191,6 +237,9 @@ def validate(args) -> int:
     from . import validate as val
     from .benchmark import ProgressBar
 
+    if args.contender and args.backend != "auto":
+        _usage_error("--backend chooses fastseg's backend; with --contender the contender runs as it is")
+    _check_outputs(args, ("json",))
     device = _device(args.device)
     _interpreter_for_cpu(args.backend, device)
     try:

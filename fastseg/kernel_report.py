@@ -516,8 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown_archs:
         print(f"fastseg kernels: --arch must be one of {', '.join(map(str, ARCHS))}; got {unknown_archs}", file=sys.stderr)
         return 2
+    if args.jobs is not None and args.jobs < 1:
+        print(f"fastseg kernels: --jobs must be >= 1; got {args.jobs}", file=sys.stderr)
+        return 2
     names = [name for name, _, _ in _catalog()] + ["edt"]
-    if args.only and not any(args.only in name for name in names):
+    if args.only is not None and not any(args.only and args.only in name for name in names):
         print(f"fastseg kernels: no catalog entry's name contains {args.only!r}. Entries: {', '.join(names)} "
               "(the losses not named share an entry's kernels: Jaccard, Tversky, focal Tversky, DIBE_Reg and "
               "log-cosh Dice those of dice; weighted BCE those of bce; Combo and Holistic those of bce_dice)",

@@ -166,6 +166,8 @@ def module_lookup(spec: str) -> Callable[[str], Callable | None]:
     except ImportError as err:
         raise ValueError(f"contender module {module_name!r} cannot be imported: {err}") from None
     for part in filter(None, attr.split(".")):
+        if not hasattr(namespace, part):
+            raise ValueError(f"contender {spec!r}: {module_name!r} has no attribute {attr!r}")
         namespace = getattr(namespace, part)
     return lambda name: getattr(namespace, name, None)
 
@@ -278,7 +280,7 @@ def run(
     from . import reference
 
     device = torch.device(device)
-    dtypes = list(dtypes) if dtypes else supported_dtypes(device)
+    dtypes = list(dict.fromkeys(dtypes)) if dtypes else supported_dtypes(device)
     for d in dtypes:
         if d not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {d!r}")
@@ -286,6 +288,8 @@ def run(
     if losses:
         unknown = [n for n in losses if n not in names]
         if unknown:
+            if unknown[0] in loss_names(lambda n: True):
+                raise ValueError(f"the contender {contender} has no {unknown[0]!r}; it has {', '.join(names)}")
             raise ValueError(f"unknown loss {unknown[0]!r}; choose from {', '.join(names)}")
         names = list(losses)
     sizes = QUICK_SIZES if quick or compiled else SIZES

@@ -99,6 +99,61 @@ def test_bench_sizes_and_errors(tmp_path, capsys):
         assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_bad_options_fail_before_any_measuring(tmp_path, capsys, monkeypatch):
+    """Exit 2 with a message naming the option, before a case is measured (a long run must not be
+    lost at its end to an unwritable output)."""
+    from fastseg import benchmark
+
+    monkeypatch.setattr(benchmark, "run", lambda *a, **k: pytest.fail("measured before checking the options"))
+    monkeypatch.setattr(benchmark, "edt_benchmark", lambda *a, **k: pytest.fail("measured before checking the options"))
+    missing = str(tmp_path / "no_such_folder" / "r.json")
+    cases = [
+        (["bench", "--quick", "--json", missing], "folder"),
+        (["bench", "--quick", "--markdown", str(tmp_path)], "is a folder"),
+        (["bench", "--edt", "--quick", "--json", missing], "folder"),
+        (["bench", "--edt", "--batch", "0"], "--batch must be >= 1"),
+        (["bench", "--edt", "--loss", "dice", "--markdown", str(tmp_path / "e.md")], "--loss, --markdown do not apply"),
+        (["bench", "--edt", "--dtype", "float16"], "--dtype does not apply"),
+        (["bench", "--quick", "--device", "meta"], "--device must be"),
+        (["validate", "--quick", "--json", missing], "folder"),
+        (["validate", "--quick", "--contender", "fastseg.reference", "--backend", "torch"], "--backend"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+
+
+def test_malformed_sums_and_contenders_are_named(capsys):
+    assert cli.main(["bench", "--quick", "--no-progress", "--loss", "focal+", "--contender", "reference"]) == 2
+    assert "malformed sum 'focal+'" in capsys.readouterr().err
+    assert _validate("--loss", "dice", "--contender", "fastseg.reference:no_such_attribute") == 2
+    assert "has no attribute 'no_such_attribute'" in capsys.readouterr().err
+    assert _validate("--loss", "hausdorff_dt", "--contender", "fastseg.reference.region") == 2
+    assert "has no 'hausdorff_dt'" in capsys.readouterr().err
+
+
+def test_bench_backend_applies_to_both_fused_contenders(monkeypatch):
+    from fastseg import benchmark
+
+    seen = {}
+
+    def record(name):
+        def factory(case, device, backend="auto"):
+            seen[name] = backend
+            return lambda z, t: z.sum()
+        return factory
+
+    monkeypatch.setattr(benchmark, "fused_contender", record("fastseg"))
+    monkeypatch.setattr(benchmark, "separate_contender", record("fastseg_separate"))
+    monkeypatch.setattr(benchmark, "run", lambda cases, contenders, factories=None, **kw: {
+        name: factories[name](cases[0], "cpu") for name in ("fastseg", "fastseg_separate")} and pytest.skip("checked"))
+    with pytest.raises(pytest.skip.Exception):
+        cli.main(["bench", "--quick", "--no-progress", "--loss", "focal+dice", "--backend", "torch"])
+    assert seen == {"fastseg": "torch", "fastseg_separate": "torch"}
+
+
 def _write_module(tmp_path, monkeypatch, name, body):
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
     monkeypatch.syspath_prepend(str(tmp_path))
