@@ -72,6 +72,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from ._checks import _first_level_outside_package
 from .engine.plans import Stats
 from .engine.spec import Quantity
 
@@ -145,7 +146,7 @@ def global_stats(S: Tensor, quantities, B: int, C: int, P: int, *, per_pixel: bo
     local = S.reshape(B, C, P, K).sum(dim=(0, 2))
     if not available():
         if not torch.compiler.is_compiling():  # warnings.warn would break a fullgraph trace
-            warnings.warn(_FALLBACK_WARNING, UserWarning, stacklevel=2)
+            warnings.warn(_FALLBACK_WARNING, UserWarning, stacklevel=_first_level_outside_package())  # the user's line
         total = local
     else:
         total = sum_across_ranks(local, process_group)

@@ -12,7 +12,7 @@ the losses with a pointwise term (pointwise, compound, and the distance losses b
 :class:`DistanceLoss`); the others (region losses, :class:`DistanceLoss`) raise ``ValueError``
 when given one instead of ignoring it (``reads_weight`` says which). The parameters are fixed at
 construction (the fused plan is built once, and rebuilt from them when the module is unpickled):
-make a new module to change them. Modules and their sums pickle (``torch.save``, ``deepcopy``).
+``params`` is read-only (:class:`FixedParameters`); make a new module to change them. Modules and their sums pickle (``torch.save``, ``deepcopy``).
 ``repr`` lists every parameter (a pointwise loss's scope only when it is not the default
 ``"batch"``)::
 
@@ -27,6 +27,7 @@ dice"``, mappings, lists). See the functional form (``fastseg.functional.<name>`
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
@@ -130,6 +131,33 @@ class _RebuiltOnLoad:
         setattr(self, self._derived, self._derive())
 
 
+class FixedParameters(dict):
+    """A loss module's parameters, read-only: the fused plan is built from them once, so a changed
+    value would be ignored by the module yet used by its copies and pickles."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError(
+            "a fastseg loss module's parameters are fixed at construction (its fused plan is built from them); "
+            "build a new module with the new values, e.g. HybridFocalMarginLoss(m=1.5): under torch.compile that "
+            "costs no recompilation per value"
+        )
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _refuse
+
+    def __reduce__(self):
+        return (FixedParameters, (dict(self),))
+
+
+def _plain(value):
+    """A one-element tensor or a NumPy scalar as the Python number it holds (for ``repr`` and
+    pickles; the plan reads them the same)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    if type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
 class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
     """Base class: ``loss_name`` names the functional loss a subclass wraps."""
 
@@ -174,8 +202,9 @@ class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise TypeError(f"{cls}() got unexpected keyword argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(allowed))}")
-        self.params = {n: kwargs.get(n, p.default) for n, p in own.items()}
+        self.params = FixedParameters({n: kwargs.get(n, p.default) for n, p in own.items()})
         self._plan = self._derive()  # validates the loss parameters
+        self.params = FixedParameters({n: _plain(v) for n, v in self.params.items()})
 
         self.from_logits = kwargs.get("from_logits", True)
         if not isinstance(self.from_logits, bool):
@@ -460,6 +489,11 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
         return passes
 
     @property
+    def reads_weight(self) -> bool:
+        """Whether ``weight=`` enters the sum: some term reads it (see :attr:`FusedLoss.reads_weight`)."""
+        return any(loss.reads_weight for loss in self.losses)
+
+    @property
     def passes(self) -> tuple[tuple[int, ...], ...]:
         """The indices of the terms (in ``losses``) that each fused pass evaluates."""
         return tuple(p.indices for p in self._passes)
@@ -473,7 +507,7 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
             if len(readers) > 1:
                 raise ValueError(f"distance is ambiguous: terms {readers} each read their own distance map; pass "
                                  f"distance=None (each computes its map) or call those losses separately")
-        if not any(loss.reads_weight for loss in self.losses):
+        if not self.reads_weight:
             check_no_weight(weight, "this CombinedLoss (none of its terms)")
         total = None
         for p in self._passes:
@@ -555,7 +589,7 @@ def build(config) -> FusedLoss | CombinedLoss:
     ``TypeError`` listing the accepted ones.
     """
     if isinstance(config, str):
-        parts = config.split("+")
+        parts = re.split(r"(?<![0-9.][eE])\+", config)  # a sum, but not the exponent of a weight: 1e+1*dice
         terms = [_term_from_text(part, "config" if len(parts) == 1 else f"term {i} of {config!r}")
                  for i, part in enumerate(parts)]
     elif isinstance(config, Mapping):

@@ -330,8 +330,9 @@ def test_without_process_group_falls_back_to_batch_with_a_warning(name):
 
     z, t, ignore = make_batch()
     x = z.clone().requires_grad_()
-    with pytest.warns(UserWarning, match="no process group is initialised"):
+    with pytest.warns(UserWarning, match="no process group is initialised") as record:
         loss = getattr(FS, name)(x, t, ignore=ignore, scope="global")
+    assert record[0].filename == __file__  # the user's line, so each call site warns once
     loss.backward()
     expected_loss, expected_grad = reference(name, z)
     torch.testing.assert_close(loss.detach(), expected_loss, rtol=1e-10, atol=1e-12)

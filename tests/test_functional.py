@@ -249,6 +249,19 @@ def test_a_nan_probability_gives_a_nan_loss_as_a_nan_logit_does(name):
     assert torch.isnan(getattr(R, name)(p, t, from_logits=False))
 
 
+@pytest.mark.parametrize("transform", ["grad", "vmap"])
+def test_torch_func_transforms_are_refused_with_the_alternatives(transform):
+    """Neither the registered ops nor the eager Function have functorch rules: a clear error
+    naming torch.autograd and fastseg.reference, not torch's internal one."""
+    z = torch.randn(2, 1, 5, 5, dtype=torch.float64)
+    t = torch.rand(2, 1, 5, 5) < 0.3
+    fn = torch.func.grad(lambda x: FS.dice(x, t, backend="torch")) if transform == "grad" else torch.func.vmap(
+        lambda x: FS.dice(x[None], t[:1], backend="torch"))
+    with pytest.raises(NotImplementedError, match="torch.func transforms.*fastseg.reference"):
+        fn(z)
+    assert torch.func.grad(lambda x: R.dice(x, t))(z).shape == z.shape  # the reference's way
+
+
 def test_a_0d_ignore_tensor_is_refused_not_broadcast():
     """``ignore=torch.tensor(255)`` would broadcast as a mask ignoring every pixel."""
     z, t = torch.zeros(1, 1, 2, 3), torch.zeros(1, 1, 2, 3, dtype=torch.uint8)

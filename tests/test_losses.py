@@ -108,6 +108,29 @@ def test_repr():
     )
 
 
+def test_repr_shows_plain_numbers():
+    """A hyperparameter given as a one-element tensor or a NumPy scalar reads as its number."""
+    import numpy as np
+
+    assert repr(L.FocalLoss(gamma=torch.tensor(3.0))) == "FocalLoss(gamma=3.0, lam=None, reduction='mean')"
+    assert repr(L.FocalLoss(gamma=np.float64(2.5))) == "FocalLoss(gamma=2.5, lam=None, reduction='mean')"
+
+
+def test_parameters_are_read_only_so_copies_cannot_diverge(tmp_path):
+    """A changed value would be ignored by the module's plan but used by its deepcopy or pickle."""
+    loss = L.HybridFocalMarginLoss(m=0.5, backend="torch")
+    with pytest.raises(TypeError, match="fixed at construction"):
+        loss.params["m"] = 1.5
+    with pytest.raises(TypeError, match="fixed at construction"):
+        loss.params.update(m=1.5)
+    z, t = _inputs(seed=4)[:2]
+    for copied in (copy.deepcopy(loss), pickle.loads(pickle.dumps(loss))):
+        assert dict(copied.params) == dict(loss.params)
+        with pytest.raises(TypeError, match="fixed at construction"):
+            copied.params["m"] = 1.5
+        torch.testing.assert_close(copied(z, t), R.hybrid_focal_margin(z, t, m=0.5), rtol=1e-10, atol=0)
+
+
 def test_signature_and_doc():
     sig = inspect.signature(L.UnifiedFocalLoss)
     assert list(sig.parameters)[:5] == ["lam", "delta", "gamma", "asymmetric", "eps"]
@@ -207,6 +230,7 @@ def test_combined_weight_goes_to_the_terms_that_read_it():
     torch.testing.assert_close(criterion(z, t, ignore=ignore, weight=w), expected, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="weight must be None .* no pointwise term to weight"):
         (L.DiceLoss() + 0.1 * L.DistanceLoss())(z, t, weight=w)
+    assert criterion.reads_weight and not (L.DiceLoss() + 0.1 * L.DistanceLoss()).reads_weight
 
 
 @pytest.mark.parametrize(
@@ -319,8 +343,9 @@ def _reference_value(terms, z, t):
         ({"name": "dice", "weight": 0.5, "eps": 0.1}, [(0.5, "dice", {"eps": 0.1})]),
         ([{"name": "hybrid_focal_margin", "m": 1.0}, {"name": "distance_loss", "weight": 0.5}, "0.1*jaccard"],
          [(1.0, "hybrid_focal_margin", {"m": 1.0}), (0.5, "distance_loss", {}), (0.1, "jaccard", {})]),
+        ("1e+1*dice + 2.5E-1 * focal", [(10.0, "dice", {}), (0.25, "focal", {})]),
     ],
-    ids=["name", "class-name", "sum", "sum-spaces", "mapping", "weighted-mapping", "list"],
+    ids=["name", "class-name", "sum", "sum-spaces", "mapping", "weighted-mapping", "list", "exponents"],
 )
 def test_build_equals_the_reference_sum(config, terms):
     z, t = _inputs(seed=3)[:2]

@@ -20,7 +20,8 @@ A plain eager call (:func:`plain_eager`: ordinary tensors, nothing tracing or in
 runs the same backend functions through :class:`_EagerFusedSums`, a plain
 ``torch.autograd.Function``, and skips the ops' Python dispatch (about 150 us of host time per
 step on CPU; under torch.compile, torch.export, ``torch.jit.trace``, a ``TorchDispatchMode``,
-torch.func transforms, tensor subclasses and ``create_graph=True`` backward the ops run).
+tensor subclasses and ``create_graph=True`` backward the ops run). torch.func transforms are
+refused with a ``NotImplementedError`` (:func:`group_sums`): neither path has functorch rules.
 
 The autograd formula of ``fused_sums`` (``register_autograd``) is ``fused_grad``; the epilogue
 on ``S`` is plain torch code, so autograd itself produces ``coeffs`` (scope "batch" sums ``S``
@@ -445,6 +446,13 @@ def group_sums(
     """Differentiable ``S [B*C, K]`` of ``z [B, C, N]`` through the chosen backend."""
     backend = resolve_backend(backend, z)
     quantities = [int(q) for q in quantities]
+    transforms = getattr(torch._C, "_are_functorch_transforms_active", None)
+    if transforms is not None and transforms():
+        raise NotImplementedError(
+            "fastseg's fused losses do not run under torch.func transforms (grad, vmap, jacrev, ...): their "
+            "passes are custom autograd ops without functorch rules. Use torch.autograd (loss.backward(), "
+            "torch.autograd.grad), or fastseg.reference (plain PyTorch) for torch.func"
+        )
     if plain_eager(z, t, valid, weight, distance):
         return _EagerFusedSums.apply(z, t, valid, weight, distance, tuple(quantities), params, backend,
                                      bool(deterministic))
