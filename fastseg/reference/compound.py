@@ -221,8 +221,11 @@ def unified_focal(
 
     The focal Tversky exponent is ``1 - gamma`` (the code's ``(1-TI) * (1-TI)^(-gamma)``), not
     ``gamma``. Defaults as in that code: lam = 0.5, delta = 0.6, gamma = 0.5 (each in [0, 1]),
-    ``asymmetric=True``. This is not MONAI's ``AsymmetricUnifiedFocalLoss``, which swaps lam and
-    1 - lam, halves the focal part, defaults delta = 0.7 and applies no activation.
+    ``asymmetric=True``. Seed 000 eq 9-10 print ``lam`` on the focal term (so does the
+    catalog's compound table, whose prose then follows the code); the authors' code, followed
+    here, puts it on FT; the two agree at the default lam = 0.5. This is not MONAI's
+    ``AsymmetricUnifiedFocalLoss``, which swaps lam and 1 - lam, halves the focal part, defaults
+    delta = 0.7 and applies no activation.
 
     Deviations from the Keras code, both invisible for moderate logits: ``p`` is not clipped to
     [1e-7, 1 - 1e-7] (logs come from ``logsigmoid``, exact at every logit), and ``(1-TI)^(1-g)``
@@ -371,6 +374,8 @@ def holistic(
     ``a``, ``b`` >= 0. Seed 002 gives no single default: it fixes b = 1 and tunes a per data set
     (its text: a = 20 or 0.5 on CrackForest, 10 on AigleRN, 1 on Crack360, 2 on BJN260); the
     default here, a = b = 1, weights both terms equally. ``weight`` scales the WCE term only.
+    Eq 8-10 sum the Jaccard counts over the training batch (``scope="batch"``); the default
+    ``scope="image"`` averages per-image indices, as every region loss here does by default.
     """
     a = check_number("a", a, low=0.0)
     b = check_number("b", b, low=0.0)

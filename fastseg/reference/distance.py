@@ -11,7 +11,11 @@ thresholded prediction) with the exact EDT of :mod:`fastseg.edt`. Shared rules:
   loss says which map it reads. Maps of the prediction are always computed.
 - Ignored pixels (``ignore``) count nowhere: they leave every sum and mean, the per-image maxima
   that normalise distances, and they count as background in the masks distance maps are computed
-  from (the target is already 0 there; predictions are set to 0 there too).
+  from (the target is already 0 there; predictions are set to 0 there too). An EDT has no third
+  class, so an ignored pixel inside a crack is a hole in it: the maps of the valid pixels around
+  it see a boundary there (an all-crack image with one ignored pixel gets a Hausdorff-DT and
+  shape-aware term). Ignore whole regions outside the cracks (padding, unlabelled borders), not
+  pixels inside them.
 - ``weight`` scales the pointwise terms (all but :func:`distance_loss`, which has none).
 """
 
@@ -267,13 +271,16 @@ def distance_map_ce(
 
     Caliva et al. derive ``Phi`` from the distance transform of the ground truth, inverted so the
     penalty is largest at the object boundary, the hard region. Their abstract leaves the exact
-    map open; this follows the widely used public form (JunMa11/SegLoss,
+    map open; this follows the shape of the widely used public form (JunMa11/SegLoss,
     ``compute_edts_forPenalizedLoss``): per image and channel, with ``field`` the distance of every
     pixel to the nearest pixel of the other class (:func:`fastseg.edt.boundary_field` of
     ``t > 0.5``), ``Phi = (M_fg - field) / M_fg`` on crack pixels and ``(M_bg - field) / M_bg``
     on background, ``M`` the class's largest field value (:func:`inverted_boundary_distance`).
-    So the weight ``1 + Phi`` is near 2 at the crack boundary and 1 at the farthest pixel of each
-    class. Crack-free and all-crack images have no boundary: ``Phi = 0`` (plain CE).
+    SegLoss divides by ``M - 1`` instead (``Phi = 1`` on the boundary), which is 0/0 on a crack
+    one pixel wide, the common case here; dividing by ``M`` keeps every value finite. So the
+    weight ``1 + Phi`` is ``2 - 1/M`` at the class boundary (1.5 on the pixels next to a crack
+    3 px wide; 1 on a 1-px crack's own pixels, whose field is 1 = M) and 1 at the farthest pixel
+    of each class. Crack-free and all-crack images have no boundary: ``Phi = 0`` (plain CE).
 
     Args:
         distance: optional precomputed ``boundary_field(t > 0.5)`` (raw; inverted here).
@@ -315,9 +322,10 @@ def shape_aware(
     Boundaries are :func:`fastseg.edt.inner_boundary` of ``p > 0.5`` (no gradient) and of
     ``t > 0.5``: foreground pixels with a background face neighbour. A perfect prediction has
     ``E = 0`` (plain CE); no predicted boundary also gives ``E = 0``. A prediction with a
-    boundary in an image whose ground truth has none (crack-free) is measured against an empty
-    curve: the EDT's documented fill, the image diagonal (:func:`fastseg.edt.empty_fill`), so
-    false cracks on a clean tile weigh heavily but finitely. ``E`` carries no gradient.
+    boundary in an image whose ground truth has none (crack-free, or all crack: the image border
+    is no boundary) is measured against an empty curve: the EDT's documented fill, the image
+    diagonal (:func:`fastseg.edt.empty_fill`), so false cracks on a clean tile weigh heavily but
+    finitely. ``E`` carries no gradient.
 
     Args:
         distance: optional precomputed ``edt(inner_boundary(t > 0.5), to="foreground")`` (the

@@ -337,6 +337,8 @@ def focal_margin(
     """Symmetric focal margin loss (FM), ``-[(1-p)^g t log sigmoid(z - m) + p^g (1-t) log(1-p)]``.
 
     Source: seed 000 eq 12; ``p = sigmoid(z)`` (no margin) in both focusing factors, as printed.
+    Eq 12 as printed holds the foreground term only; the background term ``p^g (1-t) log(1-p)``
+    is the catalog's completion (the focal loss's, which FM reduces to at ``m = 0``).
     ``gamma >= 0`` (default 2), ``m >= 0`` (default 0.5). With ``m = 0`` it is :func:`focal` without
     class weight, with ``gamma = 0`` aM (:func:`asymmetric_margin`), with both 0 BCE.
     """
