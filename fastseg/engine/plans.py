@@ -212,7 +212,8 @@ def jaccard_parts(st: Stats) -> tuple[Tensor, Tensor]:
 
 
 def adaptive_q(q: str, n_pos: Tensor, n_neg: Tensor, beta: float, gamma: float | None, a: float, smooth: float) -> Tensor:
-    """Seed 002 eq 3-7 with the reference's smoothing: ``alpha = (N_neg + s)/(N + 2 s)``."""
+    """Seed 002 eq 3-7 with the reference's smoothing: ``alpha = (N_neg + s)/(N + 2 s)``; with
+    ``s = 0`` a count below one pixel counts as one (the reference's decision)."""
     n_pos, n_neg = n_pos + smooth, n_neg + smooth
     if smooth == 0:
         n_pos, n_neg = n_pos.clamp_min(1), n_neg.clamp_min(1)

@@ -212,8 +212,9 @@ def adaptive_wce(
         alpha = (N_neg + smooth) / (N_valid + 2 smooth),   alpha / (1 - alpha) = (N_neg + smooth) / (N_pos + smooth)
 
     ``smooth`` (default 1, add-one smoothing) must be >= 0; with ``smooth=0`` the formula is the
-    paper's unsmoothed one, except that a class absent from the batch is counted as one pixel,
-    so a crack-free or all-crack batch still gives finite values and gradients.
+    paper's unsmoothed one, except that a class count below one pixel (a class absent from the
+    batch, or soft labels summing to less than a pixel) is counted as one pixel, so a crack-free
+    or all-crack batch still gives finite values and gradients.
 
     Decision: for ``q="log"``, ``ln(alpha / (1 - alpha))`` is negative when a batch has more
     crack than non-crack pixels, which would turn the crack term into a reward; the paper
