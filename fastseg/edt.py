@@ -334,22 +334,47 @@ def _native_or_none(fg: Tensor, mode: str, spacing, squared: bool, dtype: torch.
     return None
 
 
-def inner_boundary(mask: Tensor) -> Tensor:
+def inner_boundary(mask: Tensor, *, valid: Tensor | None = None) -> Tensor:
     """The foreground pixels with a background neighbour, as a bool tensor of ``mask``'s shape.
 
     Neighbours are the ``2 * ndim`` face neighbours (4-connectivity in 2-D, 6 in 3-D). Pixels
     outside the image do not count as background: the image border is not an object boundary, so
     an all-foreground image has no boundary. Equals
     ``mask & ~scipy.ndimage.binary_erosion(mask, generate_binary_structure(ndim, 1), border_value=1)``.
-    ``mask`` is ``[B, C, *spatial]``, nonzero = foreground.
+    ``mask`` is ``[B, C, *spatial]``, nonzero = foreground. ``valid`` (bool, ``mask``'s shape):
+    pixels outside it (ignored pixels) belong to neither class, like the outside of the image:
+    the boundary is the valid foreground pixels with a valid background neighbour.
     """
-    return inner_boundary_of_mask(_check_layout(mask))
+    return inner_boundary_of_mask(_check_layout(mask), valid=valid)
 
 
-def inner_boundary_of_mask(mask: Tensor) -> Tensor:
+def _check_valid(valid, mask: Tensor) -> Tensor | None:
+    if valid is None:
+        return None
+    if not isinstance(valid, Tensor) or valid.dtype != torch.bool:
+        raise TypeError(f"valid must be None or a bool tensor; got {valid.dtype if isinstance(valid, Tensor) else type_name(valid)}")
+    if valid.shape != mask.shape or valid.device != mask.device:
+        raise ValueError(f"valid must have mask's shape {tuple(mask.shape)} and device; got {tuple(valid.shape)} on {valid.device}")
+    return valid
+
+
+def inner_boundary_of_mask(mask: Tensor, *, valid: Tensor | None = None) -> Tensor:
     """:func:`inner_boundary` without the :class:`~fastseg.ShapeWarning` (for fastseg's own calls)."""
     mask = _check_mask(mask)
+    valid = _check_valid(valid, mask)
     fg = mask != 0
+    if valid is not None:
+        fg, bg = fg & valid, ~fg & valid
+        touches_bg = torch.zeros_like(fg)
+        for axis in range(2, fg.ndim):
+            n = fg.shape[axis]
+            if n == 1:
+                continue
+            # Shifted by one pixel, nothing (no background) shifted in from outside the image.
+            none = torch.zeros_like(bg.narrow(axis, 0, 1))
+            touches_bg |= torch.cat([none, bg.narrow(axis, 0, n - 1)], dim=axis)
+            touches_bg |= torch.cat([bg.narrow(axis, 1, n - 1), none], dim=axis)
+        return fg & touches_bg
     interior = fg.clone()
     for axis in range(2, fg.ndim):
         n = fg.shape[axis]
@@ -362,7 +387,8 @@ def inner_boundary_of_mask(mask: Tensor) -> Tensor:
     return fg & ~interior
 
 
-def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.float32, squared: bool = False) -> Tensor:
+def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.float32, squared: bool = False,
+                   valid: Tensor | None = None) -> Tensor:
     """Two-sided distance map: each pixel's distance to the nearest pixel of the other class.
 
     ``field = edt(mask, to="background") + edt(mask, to="foreground")``: on a foreground pixel the
@@ -373,20 +399,34 @@ def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.flo
     foreground (threshold soft masks yourself). ``squared=True`` returns the squared field (exact
     integers for unit spacing); ``spacing`` and ``dtype`` (of the result) as in :func:`edt`. CPU
     tensors with unit spacing run both transforms in one native call (:mod:`fastseg._native_edt`)
-    where it builds.
+    where it builds. ``valid`` (bool, ``mask``'s shape): pixels outside it (ignored pixels) belong
+    to neither class: a valid pixel's field is its distance to the nearest *valid* pixel of the
+    other class, an image is single-class when its valid pixels are, and the field is 0 at the
+    pixels outside ``valid`` (two transforms instead of the one native call).
     """
-    return boundary_field_of_mask(_check_layout(mask), spacing=spacing, dtype=dtype, squared=squared)
+    return boundary_field_of_mask(_check_layout(mask), spacing=spacing, dtype=dtype, squared=squared, valid=valid)
 
 
 def boundary_field_of_mask(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.float32,
-                           squared: bool = False) -> Tensor:
+                           squared: bool = False, valid: Tensor | None = None) -> Tensor:
     """:func:`boundary_field` without the :class:`~fastseg.ShapeWarning` (for fastseg's own calls)."""
     mask = _check_mask(mask)
+    valid = _check_valid(valid, mask)
     _check_squared_and_dtype(squared, dtype)
     spacing = _check_spacing(spacing, mask.shape[2:])
     if mask.numel() == 0:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-    fg = (mask if mask.dtype == torch.bool else mask != 0).reshape(-1, *mask.shape[2:])
+    fg = mask if mask.dtype == torch.bool else mask != 0
+    if valid is not None:
+        fg, bg = fg & valid, ~fg & valid
+        part_dtype = torch.float64 if squared else dtype
+        to_bg, to_fg = (edt_of_mask(target, spacing=spacing, squared=squared, dtype=part_dtype) for target in (bg, fg))
+        zero = torch.zeros((), dtype=part_dtype, device=mask.device)
+        field = torch.where(fg, to_bg, torch.where(bg, to_fg, zero))
+        spatial = tuple(range(2, mask.ndim))
+        two_classes = fg.any(dim=spatial, keepdim=True) & bg.any(dim=spatial, keepdim=True)
+        return torch.where(two_classes, field, zero).to(dtype)
+    fg = fg.reshape(-1, *mask.shape[2:])
     return _distance_map(fg, "field", list(spacing), squared, dtype, "auto").reshape(mask.shape)
 
 

@@ -803,7 +803,8 @@ def hausdorff_dt(input, target, *, alpha=2.0, distance=None, from_logits=True, s
                  ignore=None, weight=None, backend="auto", deterministic=True) -> Tensor:
     """Hausdorff DT loss ``mean((p - t)^2 (d_t^a + d_p^a))`` (Karimi-Salcudean; MONAI's HausdorffDTLoss):
     ``d_t``/``d_p`` the two-sided boundary fields of ``t > 0.5`` and ``p > 0.5``; fused as D_SQERR with
-    ``d = w (d_t^a + d_p^a)``. ``distance``: precomputed ``boundary_field(t > 0.5)`` (not raised to a)."""
+    ``d = w (d_t^a + d_p^a)``. ``distance``: precomputed ``boundary_field(t > 0.5)`` (not raised to
+    a; ``valid=~ignore`` with an ignore mask)."""
     check_scope_and_reduction("hausdorff_dt", scope, reduction)
     return run_plan(hausdorff_dt_plan(alpha=alpha), input, target, from_logits=from_logits, scope=scope,
                     reduction=reduction, ignore=ignore, weight=weight, backend=backend, deterministic=deterministic,
@@ -814,7 +815,7 @@ def distance_map_ce(input, target, *, distance=None, from_logits=True, scope="ba
                     weight=None, backend="auto", deterministic=True) -> Tensor:
     """Distance-map-penalised CE ``mean((1 + Phi) CE)`` (Caliva et al.): Phi the per-class inverted
     boundary distance of the target, fused as the CE weight ``w (1 + Phi)``. ``distance``: precomputed
-    ``boundary_field(t > 0.5)`` (raw)."""
+    ``boundary_field(t > 0.5)`` (raw; ``valid=~ignore`` with an ignore mask)."""
     check_scope_and_reduction("distance_map_ce", scope, reduction)
     return run_plan(distance_map_ce_plan(), input, target, from_logits=from_logits, scope=scope, reduction=reduction,
                     ignore=ignore, weight=weight, backend=backend, deterministic=deterministic, distance=distance)
@@ -824,7 +825,8 @@ def shape_aware(input, target, *, distance=None, from_logits=True, scope="batch"
                 weight=None, backend="auto", deterministic=True) -> Tensor:
     """Shape-aware loss ``mean((1 + E) CE)`` (Hayder et al.): E per image the mean distance of the
     predicted boundary pixels to the target's boundary, fused as the CE weight ``w (1 + E)``.
-    ``distance``: precomputed ``edt(inner_boundary(t > 0.5), to="foreground")``."""
+    ``distance``: precomputed ``edt(inner_boundary(t > 0.5), to="foreground")`` (``valid=~ignore``
+    in ``inner_boundary`` with an ignore mask)."""
     check_scope_and_reduction("shape_aware", scope, reduction)
     return run_plan(shape_aware_plan(), input, target, from_logits=from_logits, scope=scope, reduction=reduction,
                     ignore=ignore, weight=weight, backend=backend, deterministic=deterministic, distance=distance)

@@ -183,6 +183,56 @@ def test_boundary_field_equals_monai_distance_field():
     assert torch.all(got[2:] == 0)
 
 
+def _brute_field(mask: np.ndarray, valid: np.ndarray, spacing) -> np.ndarray:
+    """Distance of each valid pixel to the nearest valid pixel of the other class, over all pairs;
+    0 at ignored pixels and in single-class images."""
+    out = np.zeros(mask.shape)
+    points = np.argwhere(valid)
+    classes = mask[valid]
+    if classes.all() or not classes.any():
+        return out
+    for point, cls in zip(points, classes):
+        other = points[classes != cls]
+        out[tuple(point)] = np.sqrt((((other - point) * np.asarray(spacing)) ** 2).sum(axis=1).min())
+    return out
+
+
+@pytest.mark.parametrize("spacing", [None, (0.5, 1.5)])
+def test_boundary_field_with_valid_leaves_ignored_pixels_out_of_both_classes(spacing):
+    m = _random((4, 1, 7, 9), 0.3, seed=21)
+    valid = _random((4, 1, 7, 9), 0.7, seed=22)
+    m[1] = True  # all crack, holes of ignored pixels: single class
+    valid[3] = False
+    valid[3, 0, 0, 0] = valid[3, 0, 6, 8] = True  # two valid pixels
+    m[3, 0, 0, 0], m[3, 0, 6, 8] = True, False
+    got = boundary_field(m, valid=valid, spacing=spacing, dtype=torch.float64)
+    for b in range(4):
+        want = _brute_field(m[b, 0].numpy(), valid[b, 0].numpy(), spacing or (1.0, 1.0))
+        np.testing.assert_allclose(got[b, 0].numpy(), want, rtol=1e-15, atol=0)
+    assert torch.all(got[1] == 0) and got[3, 0, 0, 0].item() == pytest.approx(math.hypot(6, 8) if spacing is None else math.hypot(3, 12))
+    assert torch.equal(boundary_field(m, valid=torch.ones_like(m)), boundary_field(m))
+    with pytest.raises(TypeError, match="valid"):
+        boundary_field(m, valid=valid.float())
+    with pytest.raises(ValueError, match="valid"):
+        boundary_field(m, valid=valid[:2])
+
+
+def test_inner_boundary_with_valid_sees_no_background_at_ignored_pixels():
+    """A crack pixel next to an ignored pixel is not on the boundary; next to a valid background
+    pixel it is (SciPy dilation of the valid background, the outside counting as nothing)."""
+    m = _random((3, 1, 9, 10), 0.5, seed=23)
+    valid = _random((3, 1, 9, 10), 0.8, seed=24)
+    m[0] = True
+    struct = ndi.generate_binary_structure(2, 1)
+    got = inner_boundary(m, valid=valid).numpy()
+    for b in range(3):
+        mask, ok = m[b, 0].numpy(), valid[b, 0].numpy()
+        want = mask & ok & ndi.binary_dilation(~mask & ok, struct, border_value=0)
+        assert np.array_equal(got[b, 0], want)
+    assert not got[0].any()  # all crack: ignored holes open no boundary
+    assert torch.equal(inner_boundary(m, valid=torch.ones_like(m)), inner_boundary(m))
+
+
 def test_inner_boundary_equals_scipy_erosion():
     m = _random((3, 2, 11, 14), 0.5, seed=11)
     m[0, 0] = True  # full image: the border is not a boundary

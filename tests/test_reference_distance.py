@@ -27,16 +27,31 @@ def images(a):
     return list(np.ndindex(*a.shape[:2]))
 
 
-def np_field(mask):
-    """MONAI's distance field of one image: edt(fg) + edt(bg) (SciPy), 0 for a single class."""
-    if mask.any() and not mask.all():
-        return ndi.distance_transform_edt(mask) + ndi.distance_transform_edt(~mask)
-    return np.zeros(mask.shape)
+def np_distance_to(target_set):
+    """SciPy's distance of every pixel to the nearest pixel of ``target_set``."""
+    return ndi.distance_transform_edt(~target_set)
 
 
-def np_boundary(mask):
+def np_field(mask, valid=None):
+    """MONAI's distance field of one image, edt(fg) + edt(bg) (SciPy), 0 for a single class; with
+    ``valid``, ignored pixels belong to neither class (the distance to the nearest valid pixel of
+    the other class; 0 at ignored pixels)."""
+    valid = np.ones(mask.shape, bool) if valid is None else valid
+    fg, bg = mask & valid, ~mask & valid
+    if not (fg.any() and bg.any()):
+        return np.zeros(mask.shape)
+    return np.where(fg, np_distance_to(bg), np.where(bg, np_distance_to(fg), 0.0))
+
+
+def np_boundary(mask, valid=None):
+    """Foreground pixels with a (valid) background face neighbour; the outside and ignored pixels
+    are neither class."""
+    if valid is None:
+        struct = ndi.generate_binary_structure(mask.ndim, 1)
+        return mask & ~ndi.binary_erosion(mask, struct, border_value=1)
+    fg, bg = mask & valid, ~mask & valid
     struct = ndi.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndi.binary_erosion(mask, struct, border_value=1)
+    return fg & ndi.binary_dilation(bg, struct, border_value=0)
 
 
 def ref_distance_loss(z, t, valid=None, alpha=4.0, eps=1.0, eps_dist=1e-6, scope="image"):
@@ -64,8 +79,8 @@ def ref_hausdorff(z, t, valid=None, weight=None, alpha=2.0):
     t = np.where(valid, t, 0.0)
     d_t, d_p = np.zeros(z.shape), np.zeros(z.shape)
     for i in images(z):
-        d_t[i] = np_field(t[i] > 0.5)
-        d_p[i] = np_field((p[i] > 0.5) & valid[i])
+        d_t[i] = np_field(t[i] > 0.5, valid[i])
+        d_p[i] = np_field(p[i] > 0.5, valid[i])
     term = (p - t) ** 2 * (d_t**alpha + d_p**alpha) * (1.0 if weight is None else weight)
     return np.where(valid, term, 0).sum() / valid.sum()
 
@@ -76,24 +91,25 @@ def ref_distance_map_ce(z, t, valid=None):
     t = np.where(valid, t, 0.0)
     phi = np.zeros(z.shape)
     for i in images(z):
-        pos = t[i] > 0.5
-        neg = ~pos
+        pos = (t[i] > 0.5) & valid[i]
+        neg = ~(t[i] > 0.5) & valid[i]  # ignored pixels: neither class
         if pos.any() and neg.any():
-            pos_edt = ndi.distance_transform_edt(pos)
-            neg_edt = ndi.distance_transform_edt(neg)
-            pos_edt = (pos_edt[pos & valid[i]].max() - pos_edt) * pos / pos_edt[pos & valid[i]].max()
-            neg_edt = (neg_edt[neg & valid[i]].max() - neg_edt) * neg / neg_edt[neg & valid[i]].max()
+            pos_edt = np_distance_to(neg)  # a crack pixel's distance to the nearest valid background
+            neg_edt = np_distance_to(pos)
+            pos_edt = (pos_edt[pos].max() - pos_edt) * pos / pos_edt[pos].max()
+            neg_edt = (neg_edt[neg].max() - neg_edt) * neg / neg_edt[neg].max()
             phi[i] = pos_edt + neg_edt
     term = (1 + phi) * np_bce(z, t)
     return np.where(valid, term, 0).sum() / valid.sum()
 
 
-def ref_shape_aware(z, t):
+def ref_shape_aware(z, t, valid=None):
     p = np_sigmoid(z)
+    valid = np.ones(z.shape, bool) if valid is None else valid
     e = np.zeros(z.shape[:2])
     for i in images(z):
-        gt_b = np_boundary(t[i] > 0.5)
-        pred_b = np_boundary(p[i] > 0.5)
+        gt_b = np_boundary(t[i] > 0.5, valid[i] if not valid.all() else None)
+        pred_b = np_boundary(p[i] > 0.5, valid[i] if not valid.all() else None)
         if not pred_b.any():
             continue
         if gt_b.any():
@@ -102,7 +118,8 @@ def ref_shape_aware(z, t):
             d = np.full(gt_b.shape, np.sqrt(sum(n * n for n in gt_b.shape)))
         e[i] = d[pred_b].mean()
     e = e.reshape(e.shape + (1,) * (z.ndim - 2))
-    return ((1 + e) * np_bce(z, t)).mean()
+    term = (1 + e) * np_bce(z, np.where(valid, t, 0.0))
+    return np.where(valid, term, 0).sum() / valid.sum()
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -219,6 +236,23 @@ def test_shape_aware_equals_numpy(shape):
     z, t = make(shape, seed=6, fg=0.3)
     t[0, 0] = 0  # crack-free ground truth: measured against the image diagonal
     close(shape_aware(z, t), ref_shape_aware(z.numpy(), t.numpy()))
+
+
+@pytest.mark.parametrize("loss", ["hausdorff_dt", "distance_map_ce", "shape_aware"])
+def test_ignored_pixels_belong_to_no_class_of_the_maps(loss):
+    """An ignored pixel inside an all-crack image opens no boundary (the target's valid pixels are
+    one class), and one inside a crack of a mixed image leaves the crack whole: the NumPy
+    transcriptions over the valid pixels only."""
+    z, t = make((2, 1, 7, 8), seed=9, fg=0.3)
+    t[0] = 1  # all crack
+    t[1, 0, 2:5, :] = 1  # a band of crack
+    ignore = torch.zeros_like(t, dtype=torch.bool)
+    ignore[0, 0, 3, 4] = ignore[1, 0, 3, 4] = ignore[1, 0, 6, 0] = True
+    got = {"hausdorff_dt": hausdorff_dt, "distance_map_ce": distance_map_ce, "shape_aware": shape_aware}[loss](
+        z, t, ignore=ignore)
+    want = {"hausdorff_dt": ref_hausdorff, "distance_map_ce": ref_distance_map_ce, "shape_aware": ref_shape_aware}[loss](
+        z.numpy(), t.numpy(), valid=~ignore.numpy())
+    close(got, want)
 
 
 def test_shape_aware_perfect_prediction_is_plain_ce():

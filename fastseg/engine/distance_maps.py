@@ -12,7 +12,8 @@ those of :mod:`fastseg.reference.distance` (its docstrings cite the sources and 
 written again here so the reference stays an independent oracle:
 
 - crack pixels are ``t > 0.5`` at valid pixels, the predicted mask ``p > 0.5`` at valid pixels
-  (``p = sigmoid(z)`` in the compute dtype, as the reference thresholds it);
+  (``p = sigmoid(z)`` in the compute dtype, as the reference thresholds it); ignored pixels
+  belong to neither class of a boundary field or an inner boundary (``valid=``);
 - seed 003's loss reads ``1 - ND`` (:func:`nearness_maps`), ND the EDT to the nearest crack over
   its per-image maximum over valid pixels, 1 on crack-free images (so ``1 - ND`` is 0 there);
 - Hausdorff DT: ``w (d_t^a + d_p^a)`` with two-sided boundary fields;
@@ -130,12 +131,14 @@ def hausdorff_maps(alpha: float):
         with torch.no_grad():
             d_t = user_distance(distance, checked, dtype)
             if alpha == 2:  # the squared fields directly (exact integers, no square root and power)
-                sq_t = boundary_field_of_mask(crack_mask(checked), dtype=dtype, squared=True) if d_t is None else d_t * d_t
-                sq_p = boundary_field_of_mask(predicted_mask(checked, from_logits), dtype=dtype, squared=True)
+                valid = _valid(checked)
+                sq_t = (boundary_field_of_mask(crack_mask(checked), dtype=dtype, squared=True, valid=valid)
+                        if d_t is None else d_t * d_t)
+                sq_p = boundary_field_of_mask(predicted_mask(checked, from_logits), dtype=dtype, squared=True, valid=valid)
                 return None, _times_weight(sq_t.add_(sq_p), checked)
             if d_t is None:
-                d_t = boundary_field_of_mask(crack_mask(checked), dtype=dtype)
-            d_p = boundary_field_of_mask(predicted_mask(checked, from_logits), dtype=dtype)
+                d_t = boundary_field_of_mask(crack_mask(checked), dtype=dtype, valid=_valid(checked))
+            d_p = boundary_field_of_mask(predicted_mask(checked, from_logits), dtype=dtype, valid=_valid(checked))
             exponent = as_operand(alpha, d_t)
             return None, _times_weight(d_t**exponent + d_p**exponent, checked)
 
@@ -159,7 +162,7 @@ def distance_map_ce_maps(checked: CheckedInputs, from_logits: bool, distance) ->
     with torch.no_grad():
         field = user_distance(distance, checked, dtype)
         if field is None:
-            field = boundary_field_of_mask(crack, dtype=dtype)
+            field = boundary_field_of_mask(crack, dtype=dtype, valid=_valid(checked))
         return _times_weight(1 + inverted_boundary(field, crack, _valid(checked)), checked), None
 
 
@@ -169,8 +172,8 @@ def shape_aware_maps(checked: CheckedInputs, from_logits: bool, distance) -> tup
     with torch.no_grad():
         d = user_distance(distance, checked, dtype)
         if d is None:
-            d = edt_of_mask(inner_boundary_of_mask(crack_mask(checked)), to="foreground", dtype=dtype)
-        pred_boundary = _and_valid(inner_boundary_of_mask(predicted_mask(checked, from_logits)), checked)
+            d = edt_of_mask(inner_boundary_of_mask(crack_mask(checked), valid=_valid(checked)), to="foreground", dtype=dtype)
+        pred_boundary = inner_boundary_of_mask(predicted_mask(checked, from_logits), valid=_valid(checked))
         spatial = _spatial(d)
         count = pred_boundary.sum(dim=spatial, keepdim=True).to(dtype)
         e = torch.where(pred_boundary, d, _zero(d)).sum(dim=spatial, keepdim=True) / count.clamp_min(1)

@@ -10,12 +10,11 @@ thresholded prediction) with the exact EDT of :mod:`fastseg.edt`. Shared rules:
   map, ``[B, C, *spatial]`` or ``[B, *spatial]`` for C = 1, non-negative) to skip the EDT. Each
   loss says which map it reads. Maps of the prediction are always computed.
 - Ignored pixels (``ignore``) count nowhere: they leave every sum and mean, the per-image maxima
-  that normalise distances, and they count as background in the masks distance maps are computed
-  from (the target is already 0 there; predictions are set to 0 there too). An EDT has no third
-  class, so an ignored pixel inside a crack is a hole in it: the maps of the valid pixels around
-  it see a boundary there (an all-crack image with one ignored pixel gets a Hausdorff-DT and
-  shape-aware term). Ignore whole regions outside the cracks (padding, unlabelled borders), not
-  pixels inside them.
+  that normalise distances, and the classes distance maps are computed from: they are neither
+  crack nor background, like the outside of the image (:func:`fastseg.edt.boundary_field` and
+  :func:`fastseg.edt.inner_boundary` with ``valid``; the distance to the nearest crack needs no
+  care, an ignored pixel being no crack). So an ignored pixel inside a crack opens no boundary in
+  it, and an image whose valid pixels hold one class has no boundary.
 - ``weight`` scales the pointwise terms (all but :func:`distance_loss`, which has none).
 """
 
@@ -236,7 +235,8 @@ def hausdorff_dt(
 
     Args:
         alpha: exponent of the distances, >= 0 (paper and MONAI: 2).
-        distance: optional precomputed ``d_t = boundary_field(t > 0.5)`` (not raised to alpha).
+        distance: optional precomputed ``d_t = boundary_field(t > 0.5)`` (not raised to alpha;
+            ``valid=~ignore`` with an ignore mask).
         weight: per-pixel weights of the terms.
         (others as in :func:`distance_loss`.)
     """
@@ -249,8 +249,8 @@ def hausdorff_dt(
     with torch.no_grad():
         d_t = check_distance_map(distance, checked.input, p.dtype)
         if d_t is None:
-            d_t = boundary_field_of_mask(t > 0.5, dtype=p.dtype)
-        d_p = boundary_field_of_mask(_predicted_mask(p, checked), dtype=p.dtype)
+            d_t = boundary_field_of_mask(t > 0.5, dtype=p.dtype, valid=checked.valid)
+        d_p = boundary_field_of_mask(_predicted_mask(p, checked), dtype=p.dtype, valid=checked.valid)
         penalty = d_t**alpha + d_p**alpha
     return reduce_pointwise(prediction_error(p, checked) ** 2 * penalty, checked, reduction)
 
@@ -283,7 +283,8 @@ def distance_map_ce(
     of each class. Crack-free and all-crack images have no boundary: ``Phi = 0`` (plain CE).
 
     Args:
-        distance: optional precomputed ``boundary_field(t > 0.5)`` (raw; inverted here).
+        distance: optional precomputed ``boundary_field(t > 0.5)`` (raw, inverted here;
+            ``valid=~ignore`` with an ignore mask).
         (others as in :func:`hausdorff_dt`.)
     """
     checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
@@ -294,7 +295,7 @@ def distance_map_ce(
     with torch.no_grad():
         field = check_distance_map(distance, checked.input, p.dtype)
         if field is None:
-            field = boundary_field_of_mask(crack, dtype=p.dtype)
+            field = boundary_field_of_mask(crack, dtype=p.dtype, valid=checked.valid)
         phi = inverted_boundary_distance(field, crack, _valid_bool(checked))
     return reduce_pointwise((1 + phi) * ce, checked, reduction)
 
@@ -329,7 +330,8 @@ def shape_aware(
 
     Args:
         distance: optional precomputed ``edt(inner_boundary(t > 0.5), to="foreground")`` (the
-            distance of every pixel to the nearest ground-truth boundary pixel).
+            distance of every pixel to the nearest ground-truth boundary pixel; ``valid=~ignore``
+            in ``inner_boundary`` with an ignore mask).
         (others as in :func:`hausdorff_dt`.)
     """
     checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
@@ -339,8 +341,8 @@ def shape_aware(
     with torch.no_grad():
         d = check_distance_map(distance, checked.input, p.dtype)
         if d is None:
-            d = edt_of_mask(inner_boundary_of_mask(checked.target > 0.5), to="foreground", dtype=p.dtype)
-        pred_boundary = inner_boundary_of_mask(_predicted_mask(p, checked)) & _valid_bool(checked)
+            d = edt_of_mask(inner_boundary_of_mask(checked.target > 0.5, valid=checked.valid), to="foreground", dtype=p.dtype)
+        pred_boundary = inner_boundary_of_mask(_predicted_mask(p, checked), valid=checked.valid)
         spatial = _spatial(d)
         count = pred_boundary.sum(dim=spatial, keepdim=True).to(p.dtype)
         e = masked(d * pred_boundary, checked).sum(dim=spatial, keepdim=True) / count.clamp_min(1)
