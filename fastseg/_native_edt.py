@@ -29,8 +29,12 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
+import shlex
 import subprocess
+import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -234,15 +238,30 @@ int fastseg_edt(const uint8_t *mask, void *out, int out_double, int64_t count, i
 
 _LIB = None
 _TRIED = False
+_LOAD_LOCK = threading.Lock()  # a second thread waits for the first one's build instead of finding nothing
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("FASTSEG_CACHE_DIR") or Path.home() / ".cache" / "fastseg")
+    configured = os.environ.get("FASTSEG_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    try:
+        return Path.home() / ".cache" / "fastseg"
+    except RuntimeError:  # no $HOME and no passwd entry (a container under an arbitrary UID)
+        return Path(tempfile.gettempdir()) / "fastseg-cache"
+
+
+def _compiler() -> list[str]:
+    """``$CC`` split into words (``ccache gcc``, ``gcc -O0``), default ``cc``."""
+    return shlex.split(os.environ.get("CC") or "cc")
 
 
 def _build() -> tuple[Path | None, str]:
-    """``(path of the shared library, "")``, or ``(None, why it could not be built)``."""
-    digest = hashlib.sha1(SOURCE.encode()).hexdigest()[:16]
+    """``(path of the shared library, "")``, or ``(None, why it could not be built)``. The file name
+    holds a digest of the source, the machine and the compiler, so a cache directory shared between
+    machines (a network home) never hands one machine another's library."""
+    key = "\0".join([SOURCE, platform.machine(), sys.platform, " ".join(_compiler())])
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     out = _cache_dir() / f"edt_{digest}.so"
     if out.exists():
         return out, ""
@@ -251,25 +270,40 @@ def _build() -> tuple[Path | None, str]:
         src = Path(tmp) / "edt.c"
         src.write_text(SOURCE)
         lib = Path(tmp) / "edt.so"
-        cmd = [os.environ.get("CC", "cc"), "-O3", "-fPIC", "-shared", str(src), "-o", str(lib), "-lm"]
+        compiler = _compiler()
+        cmd = [*compiler, "-O3", "-fPIC", "-shared", str(src), "-o", str(lib), "-lm"]
+        name = " ".join(compiler)
         try:
             done = subprocess.run(cmd, capture_output=True, timeout=120)
         except (OSError, subprocess.SubprocessError) as error:
-            return None, f"{cmd[0]!r} could not run ({error})"
+            return None, f"{name!r} could not run ({error})"
         if done.returncode != 0:
-            return None, f"{cmd[0]!r} failed: {done.stderr.decode(errors='replace').strip()[-300:]}"
+            output = (done.stderr or done.stdout).decode(errors="replace").strip()[-300:]
+            return None, f"{name!r} failed with exit status {done.returncode}{': ' + output if output else ''}"
         os.replace(lib, out)  # atomic: concurrent builders agree on one file
         return out, ""
 
 
+def disabled() -> bool:
+    """``FASTSEG_NATIVE=0`` (or false/no/off): SciPy instead, without trying to build."""
+    return not env_flag("FASTSEG_NATIVE", True)
+
+
 def load():
-    """The compiled library (``fastseg_edt``), or ``None`` when it cannot be built or is disabled."""
+    """The compiled library (``fastseg_edt``), or ``None`` when it cannot be built or is disabled.
+    Built once per process (other threads wait for it); any failure falls back to SciPy with a
+    warning, never an exception."""
     global _LIB, _TRIED
     if _TRIED:
         return _LIB
-    _TRIED = True
-    if not env_flag("FASTSEG_NATIVE", True):
-        return None
+    with _LOAD_LOCK:
+        if not _TRIED:
+            _LIB = None if disabled() else _load()
+            _TRIED = True
+    return _LIB
+
+
+def _load():
     try:
         path, why = _build()
         if path is None:
@@ -288,11 +322,10 @@ def load():
         for name, (restype, argtypes) in signatures.items():
             function = getattr(lib, name)
             function.restype, function.argtypes = restype, argtypes
-        _LIB = lib
-    except OSError as error:
-        _warn_fallback(f"the compiled library could not be loaded ({error})")
-        _LIB = None
-    return _LIB
+        return lib
+    except Exception as error:  # noqa: BLE001  (a cache directory that cannot be made, a corrupt file, ...)
+        _warn_fallback(f"the compiled library could not be built or loaded ({type(error).__name__}: {error})")
+        return None
 
 
 def _warn_fallback(why: str) -> None:
@@ -385,6 +418,17 @@ def _check(codes: list[int]) -> None:
 
 
 _POOL = None
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool object came along, its threads did not (a task
+    submitted to it would wait for ever)."""
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _pool(threads: int):

@@ -327,7 +327,12 @@ def _native_or_none(fg: Tensor, mode: str, spacing, squared: bool, dtype: torch.
             raise ValueError("backend='native' supports unit spacing only; use backend='scipy' with spacing")
         out = _edt_native(fg, mode, squared, dtype)
         if out is None:
-            raise RuntimeError("backend='native': the native EDT could not be built (no working C compiler?)")
+            from . import _native_edt
+
+            if _native_edt.disabled():
+                raise RuntimeError("backend='native' with FASTSEG_NATIVE off: unset it, or use backend='auto' or 'scipy'")
+            raise RuntimeError("backend='native': the native EDT could not be built (no working C compiler?); "
+                               "see the warning above, or use backend='auto'")
         return out
     if backend == "auto" and not fg.is_cuda and all(s == 1.0 for s in spacing):
         return _edt_native(fg, mode, squared, dtype)

@@ -322,3 +322,70 @@ def test_cuda_tensors_round_trip():
     assert got.is_cuda
     want, want_sq = scipy_edt(m.numpy(), "foreground")
     assert np.array_equal(got.cpu().double().numpy(), want_sq)
+
+
+def _run_python(code: str, tmp_path, **env) -> str:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "FASTSEG_CACHE_DIR": str(tmp_path / "cache"), **env})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_native_build_is_shared_by_threads_that_ask_at_once(tmp_path):
+    """Threads asking during the first build wait for it (one used to find no library and fail)."""
+    code = """
+import threading, torch
+from fastseg.edt import edt
+m = torch.rand(1, 1, 64, 64) > 0.9
+res = []
+ts = [threading.Thread(target=lambda: res.append(bool(torch.equal(edt(m, backend="native"), edt(m, backend="scipy")))))
+      for _ in range(3)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print(res)
+"""
+    assert _run_python(code, tmp_path).strip() == "[True, True, True]"
+
+
+def test_native_edt_in_a_forked_child_after_the_parent_used_its_threads(tmp_path):
+    """The parent's thread pool object survives a fork without its threads: the child builds its own."""
+    code = """
+import os, torch
+from fastseg.edt import edt
+torch.set_num_threads(2)
+m = torch.rand(4, 1, 64, 64) > 0.9
+want = edt(m, backend="scipy")
+assert torch.equal(edt(m, backend="native"), want)
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if torch.equal(edt(m, backend="native"), want) else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    assert _run_python(code, tmp_path).strip() == "0"
+
+
+def test_native_build_reads_cc_as_words_and_says_when_disabled(tmp_path):
+    code = """
+import torch
+from fastseg import _native_edt
+from fastseg.edt import edt
+m = torch.rand(1, 1, 9, 9) > 0.8
+assert _native_edt._compiler() == ["cc", "-O1"]
+assert torch.equal(edt(m, backend="native"), edt(m, backend="scipy"))
+print("ok")
+"""
+    assert _run_python(code, tmp_path, CC="cc -O1").strip() == "ok"
+    code = """
+import torch
+from fastseg.edt import edt
+try:
+    edt(torch.zeros(1, 1, 3, 3, dtype=torch.bool), backend="native")
+except RuntimeError as err:
+    print(err)
+"""
+    assert "FASTSEG_NATIVE off" in _run_python(code, tmp_path, FASTSEG_NATIVE="0")
