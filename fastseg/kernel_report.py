@@ -264,8 +264,10 @@ def _signature_and_constexprs(v: Variant):
     return fn, signature, ce, warps
 
 
-def _compile_cubin(fn, signature: dict, constexprs: dict, arch: int, warps: int) -> tuple[bytes, int]:
-    """The cubin of one specialisation and its dynamic shared memory (bytes, from triton's metadata)."""
+def _compile_cubin(fn, signature: dict, constexprs: dict, arch: int, warps: int,
+                   options: dict | None = None) -> tuple[bytes, int]:
+    """The cubin of one specialisation and its dynamic shared memory (bytes, from triton's metadata);
+    ``options``: the launch options the launcher passes besides ``num_warps``."""
     import inspect
 
     import triton
@@ -287,7 +289,7 @@ def _compile_cubin(fn, signature: dict, constexprs: dict, arch: int, warps: int)
             )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps, **(options or {})})
     return compiled.asm["cubin"], int(getattr(compiled.metadata, "shared", 0) or 0)
 
 
@@ -354,7 +356,10 @@ def resource_usage(cubin: bytes) -> dict[str, dict[str, int]]:
 def compile_variant(v: Variant, arch: int) -> dict:
     """Compile one specialisation for ``sm_<arch>``; returns registers, spill and shared bytes."""
     fn, signature, ce, warps = _signature_and_constexprs(v)
-    cubin, dynamic_shared = _compile_cubin(fn, signature, ce, arch, warps)
+    options = None
+    if v.kernel in ("edt", "edt_sweep"):
+        from fastseg.kernels.edt import EXACT_ROUNDING as options
+    cubin, dynamic_shared = _compile_cubin(fn, signature, ce, arch, warps, options)
     usage = resource_usage(cubin)
     if fn.__name__ not in usage:
         raise RuntimeError(f"cuobjdump reported no function {fn.__name__}: {sorted(usage)}")

@@ -175,7 +175,9 @@ def _edt_envelope_kernel(
         pos_q = q * step
         need = has_q & (k >= 0)
         s = _intersection(fq, pos_q, top_f, tl.where(need, top_pos, pos_q - 1.0))
-        pop = need & (s <= top_z)  # entry 0 has top_z = -BIG and is never popped
+        # Entry 0 is never popped (FH's z[0] = -inf): testing k, not only top_z = -BIG, for an
+        # intersection below -BIG (a tiny spacing along this axis under huge heights) would pop it.
+        pop = need & (k >= 1) & (s <= top_z)
         while tl.max(pop.to(tl.int32), axis=0) > 0:
             k = tl.where(pop, k - 1, k)
             top_pos = tl.where(pop, below_pos, top_pos)
@@ -187,7 +189,7 @@ def _edt_envelope_kernel(
             z_top = _intersection(top_f, top_pos, below_f, tl.where(reload, below_pos, top_pos - 1.0))
             top_z = tl.where(pop, tl.where(reload, z_top, -BIG), top_z)
             s = tl.where(pop, _intersection(fq, pos_q, top_f, tl.where(pop, top_pos, pos_q - 1.0)), s)
-            pop = pop & (s <= top_z)
+            pop = pop & (k >= 1) & (s <= top_z)
         k = tl.where(has_q, k + 1, k)
         below_pos = tl.where(has_q, top_pos, below_pos)
         below_f = tl.where(has_q, top_f, below_f)
@@ -228,6 +230,11 @@ def _edt_envelope_kernel(
         dx = (q - cur_v).to(tl.float64) * step
         tl.store(out_ptr + base + q * stride, tl.where(found, dx * dx + cur_f, BIG).to(out_ptr.dtype.element_ty), mask=active)
 
+
+#: Launch options of both EDT kernels: no fused multiply-add, so every product and sum is rounded
+#: as written (as SciPy, the CPU paths and the interpreter round them), and a boundary recomputed
+#: later is the same float64 number as when it was first computed. Triton fuses by default.
+EXACT_ROUNDING = {"enable_fp_fusion": False}
 
 SWEEP_WARPS = 4
 SWEEP_TILE = 1024
@@ -286,7 +293,7 @@ def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tenso
     block_lines, block_n = sweep_blocks(n)
     grid = (triton.cdiv(total // n, block_lines),)
     _edt_sweep_kernel[grid](mask, current, total // n, n, float64_bits(spacing[-1]),
-                            BLOCK_LINES=block_lines, BLOCK_N=block_n, num_warps=SWEEP_WARPS)
+                            BLOCK_LINES=block_lines, BLOCK_N=block_n, num_warps=SWEEP_WARPS, **EXACT_ROUNDING)
 
     other = torch.empty_like(current)
     strided = range(len(spatial) - 2, -1, -1)
@@ -301,6 +308,6 @@ def edt_squared(target: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tenso
         n_lines = total // n
         grid = (triton.cdiv(n_lines, ENVELOPE_LINES),)
         _edt_envelope_kernel[grid](current, other, vertices, n_lines, n, inner, float64_bits(spacing[axis]),
-                                   BLOCK_LINES=ENVELOPE_LINES, num_warps=1)
+                                   BLOCK_LINES=ENVELOPE_LINES, num_warps=1, **EXACT_ROUNDING)
         current, other = other, current
     return current.masked_fill_(current >= BIG.value, float("inf"))

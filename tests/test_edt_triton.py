@@ -1,5 +1,6 @@
 """The Triton EDT kernel (interpreter on CPU, real kernel on CUDA) against SciPy, exactly."""
 
+import json
 import math
 from fractions import Fraction
 
@@ -271,3 +272,50 @@ def test_triton_backend_on_cpu_without_the_interpreter_says_how_to_enable_it(tmp
     errors = [line for line in out.stdout.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 2, out.stdout + out.stderr
     assert all("TRITON_INTERPRET=1" in line for line in errors), errors
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_envelope_never_pops_its_first_parabola(device):
+    """A tiny spacing along the envelope's axis under huge heights puts an intersection below the
+    first parabola's -1e30 boundary: popping it sent the lane's stack below 0 and the loop never
+    ended. The kernel tests the stack depth instead."""
+    masks = torch.zeros(1, 3, 2, dtype=torch.bool)
+    masks[0, 0, 0] = masks[0, 1, 0] = masks[0, 2, 1] = True
+    assert_matches_scipy(masks, (1e-3, 1e14), device)
+
+
+def test_edt_kernels_compile_without_fused_multiply_adds():
+    """Each product and sum rounded as written (as SciPy and the interpreter round them): the
+    envelope's float64 PTX holds no fma (Triton fuses by default: 12 of them)."""
+    import subprocess
+    import sys
+
+    code = """
+import warnings, triton
+from triton.compiler import ASTSource
+from triton.backends.compiler import GPUTarget
+from fastseg.kernels import edt as K
+sig = {"f_ptr": "*fp64", "out_ptr": "*fp64", "v_ptr": "*i32", "n_lines": "i32", "n": "i32", "inner": "i32",
+       "spacing_bits": "i64", "BLOCK_LINES": "constexpr"}
+counts = []
+for options in ({}, K.EXACT_ROUNDING):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c = triton.compile(ASTSource(K._edt_envelope_kernel, sig, {"BLOCK_LINES": K.ENVELOPE_LINES}),
+                           target=GPUTarget("cuda", 90, 32), options={"num_warps": 1, **options})
+    counts.append(c.asm["ptx"].count("fma."))
+print(counts)
+"""
+    import os
+
+    from fastseg import kernel_report
+
+    try:
+        kernel_report._check_toolchain()
+    except kernel_report.ToolchainUnavailable as err:
+        pytest.skip(f"compile toolchain unavailable: {err}")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    default, exact = json.loads(done.stdout.strip().splitlines()[-1])
+    assert default > 0 and exact == 0, (default, exact)
