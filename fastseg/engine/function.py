@@ -21,7 +21,7 @@ runs the same backend functions through :class:`_EagerFusedSums`, a plain
 ``torch.autograd.Function``, and skips the ops' Python dispatch (about 150 us of host time per
 step on CPU; under torch.compile, torch.export, ``torch.jit.trace``, a ``TorchDispatchMode``,
 tensor subclasses and ``create_graph=True`` backward the ops run). torch.func transforms are
-refused with a ``NotImplementedError`` (:func:`group_sums`): neither path has functorch rules.
+refused with a ``RuntimeError`` (:func:`group_sums`): neither path has functorch rules.
 
 The autograd formula of ``fused_sums`` (``register_autograd``) is ``fused_grad``; the epilogue
 on ``S`` is plain torch code, so autograd itself produces ``coeffs`` (scope "batch" sums ``S``
@@ -448,7 +448,7 @@ def group_sums(
     quantities = [int(q) for q in quantities]
     transforms = getattr(torch._C, "_are_functorch_transforms_active", None)
     if transforms is not None and transforms():
-        raise NotImplementedError(
+        raise RuntimeError(
             "fastseg's fused losses do not run under torch.func transforms (grad, vmap, jacrev, ...): their "
             "passes are custom autograd ops without functorch rules. Use torch.autograd (loss.backward(), "
             "torch.autograd.grad), or fastseg.reference (plain PyTorch) for torch.func"
