@@ -7,12 +7,13 @@ the default, or ``"global"``), ``reduction``, ``backend``, ``deterministic`` and
 are summed, default the default group; see :mod:`fastseg.distributed`) at construction,
 validates them all there (the same rules and errors as the functional form), and is then called
 as ``loss(input, target, ignore=None, weight=None, distance=None)`` (``distance``: the distance
-losses' precomputed map of the target, see their functional forms). ``weight`` (a per-pixel map) applies to
-the losses with a pointwise term (pointwise, compound, and the distance losses but
+losses' precomputed map of the target, see their functional forms). ``weight`` (a per-pixel map)
+applies to the losses with a pointwise term (pointwise, compound, and the distance losses but
 :class:`DistanceLoss`); the others (region losses, :class:`DistanceLoss`) raise ``ValueError``
 when given one instead of ignoring it (``reads_weight`` says which). The parameters are fixed at
 construction (the fused plan is built once, and rebuilt from them when the module is unpickled):
-``params`` is read-only (:class:`FixedParameters`); make a new module to change them. Modules and their sums pickle (``torch.save``, ``deepcopy``).
+``params`` is read-only (:class:`FixedParameters`); make a new module to change them. Modules and
+their sums pickle (``torch.save``, ``deepcopy``).
 ``repr`` lists every parameter (a pointwise loss's scope only when it is not the default
 ``"batch"``)::
 
@@ -202,7 +203,7 @@ class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
             raise TypeError(f"{cls}() got unexpected keyword argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(allowed))}")
-        self.params = FixedParameters({n: kwargs.get(n, p.default) for n, p in own.items()})
+        self.params = {n: kwargs.get(n, p.default) for n, p in own.items()}
         self._plan = self._derive()  # validates the loss parameters
         self.params = FixedParameters({n: _plain(v) for n, v in self.params.items()})
 

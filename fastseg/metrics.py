@@ -582,9 +582,10 @@ def ods_ois_from_counts(counts: ThresholdCounts) -> ODSOIS:
     pick = lambda x: x.gather(1, ji).squeeze(1)  # noqa: E731
     p_o, r_o, f_o = _prf(pick(counts.tp_pred).sum(), pick(counts.n_pred).sum(), pick(counts.tp_gt).sum(), counts.n_gt.sum())
     best_f = pick(Fi)
+    scored = best_f
     if counts.n_valid is not None:
+        scored = best_f[counts.n_valid > 0]
         best_f = torch.where(counts.n_valid > 0, best_f, torch.full_like(best_f, math.nan))
-    scored = best_f[~torch.isnan(best_f)] if counts.n_valid is not None else best_f
     return ODSOIS(
         ods_precision=float(P[j]),
         ods_recall=float(R[j]),
