@@ -20,15 +20,18 @@ uint8 targets ``t``. Per contender and case:
   creates it and subtracts it when the storage is freed (ops inside ``torch.library`` custom ops
   are followed into their Python implementation). Compiled code does not run ops through the
   dispatcher (under a dispatch mode ``torch.compile`` falls back to eager), so for the compiled
-  contender on CPU the peak is the rise of the process's resident-set high-water mark
-  (``/proc/self/status`` VmHWM after resetting it through ``/proc/self/clear_refs``).
+  contenders on CPU (``compiled``, ``fastseg_compiled``, ``fastseg_inductor``) the peak is read
+  from the profiler's allocation events (:func:`allocator_peak`); the rise of the process's
+  resident-set high-water mark, the fallback where the profiler lacks them, misses memory reused
+  from freed blocks (it read 0 for an 8 MiB gradient).
 - **bytes moved per pixel**: eager contenders (reference, peers): :class:`OpCounter` sums the
   bytes of every non-view op's tensor inputs and outputs over one step (an upper bound on DRAM
   traffic that ignores caches: what eager execution materialises). Compiled: Inductor's own count
   of the bytes its generated kernels read and write (``graph.count_bytes``, collected while the
   graphs compile). Fused: by design, from the kernel plan: the forward pass reads ``z`` and
   ``t`` once, the backward pass reads them again and writes ``dL/dz`` once, so
-  ``2 * (size(z) + size(t)) + size(z)`` bytes (14 for fp32 logits and uint8 targets).
+  ``2 * (size(z) + size(t)) + size(z)`` bytes (14 for fp32 logits and uint8 targets), plus
+  ``2 * size(map)`` for a distance loss, whose passes also read its per-pixel map.
 - **bandwidth** (CUDA only): ``bytes per pixel * pixels / median`` as a percentage of the
   device's copy bandwidth, measured once with a large ``copy_``.
 - **error**: value and gradient against the float64 reference on the same logits
@@ -244,13 +247,20 @@ def fused_contender(case: Case, device, backend: str = "auto") -> Callable:
     if len(names) == 1:
         fn, kw = _functional(case.loss), _scope_kw(case.loss, case)
         contender = lambda z, t: fn(z, t, backend=backend, **kw)  # noqa: E731
+        contender.map_passes = int(_reads_map(case.loss))
     else:
         losses = importlib.import_module("fastseg.losses")
         modules = {cls.loss_name: cls for cls in losses.FusedLoss.__subclasses__()}
         contender = losses.CombinedLoss([modules[n](backend=backend, **_scope_kw(n, case)) for n in names])
         contender.passes_per_step = len(contender.passes)
+        contender.map_passes = sum(any(_reads_map(names[i]) for i in indices) for indices in contender.passes)
     contender.backend = backend
     return contender
+
+
+def _reads_map(name: str) -> bool:
+    """Whether the fused loss ``name`` reads a per-pixel distance map (the distance losses)."""
+    return name in importlib.import_module("fastseg.functional").DISTANCE
 
 
 def inductor_contender(case: Case, device) -> Callable:
@@ -274,6 +284,7 @@ def compiled_fused_contender(case: Case, device) -> Callable:
     # the caller's graph and again in the passes they run (CPU)
     compiled.fused = True
     compiled.passes_per_step = getattr(fn, "passes_per_step", 1)
+    compiled.map_passes = _map_passes(fn)
     return compiled
 
 
@@ -286,6 +297,7 @@ def separate_contender(case: Case, device, backend: str = "auto") -> Callable:
     contender = _summed([lambda z, t, fn=fn, kw=kw: fn(z, t, backend=backend, **kw) for fn, kw in calls])
     contender.backend = backend
     contender.passes_per_step = len(calls)
+    contender.map_passes = sum(_reads_map(n) for n in names)
     return contender
 
 
@@ -484,6 +496,49 @@ def _read_status(key: str) -> int | None:
 
 
 @contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (the profiler's C++ start/stop lines) for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def allocator_peak(run) -> int | None:
+    """The most bytes the CPU allocator held during ``run()`` above what it held before: the
+    profiler's allocation events (sizes, + for an allocation, - for a free) replayed in time order.
+    It sees compiled code's buffers, which a ``TorchDispatchMode`` does not, and memory reused from
+    blocks freed before, which the resident set does not. ``None`` where this torch's profiler
+    does not expose the events (a private API: ``kineto_results.experimental_event_tree``)."""
+    try:
+        from torch._C._profiler import _EventType
+        from torch.profiler import ProfilerActivity, profile
+    except ImportError:
+        return None
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    try:
+        stack, events = list(prof.profiler.kineto_results.experimental_event_tree()), []
+        while stack:
+            node = stack.pop()
+            if node.tag == _EventType.Allocation:
+                events.append((node.start_time_ns, node.extra_fields.alloc_size))
+            stack.extend(node.children)
+    except AttributeError:
+        return None
+    live = peak = 0
+    for _, size in sorted(events):
+        live += size
+        peak = max(peak, live)
+    return peak
+
+
+@contextmanager
 def rss_peak():
     """Yield a dict whose ``"bytes"`` is, on exit, the rise of the resident-set high-water mark
     (Linux; ``None`` where ``/proc/self/clear_refs`` cannot reset it)."""
@@ -535,10 +590,19 @@ def inductor_bytes():
         log.removeHandler(handler)
 
 
-def fused_bytes_per_pixel(z: torch.Tensor, t: torch.Tensor, passes: int = 1) -> float:
+def fused_bytes_per_pixel(z: torch.Tensor, t: torch.Tensor, passes: int = 1, map_passes: int = 0) -> float:
     """Bytes per pixel the fused kernels move by design: read z, t forward; read z, t and write
-    dL/dz backward; once per fused pass (a sum of losses may need several)."""
-    return passes * (2 * (z.element_size() + t.element_size()) + z.element_size())
+    dL/dz backward; once per fused pass (a sum of losses may need several); a pass of a distance
+    loss also reads its map in both (float32, float64 for float64 logits). The making of the map
+    (EDT, normalisation) is not counted: kernel traffic only."""
+    map_size = 8 if z.dtype == torch.float64 else 4
+    return passes * (2 * (z.element_size() + t.element_size()) + z.element_size()) + map_passes * 2 * map_size
+
+
+def _map_passes(fn) -> int:
+    """How many of a fused contender's passes read a distance map (``map_passes`` set by its
+    factory; a single distance loss: 1)."""
+    return getattr(fn, "map_passes", 0)
 
 
 def sync(device) -> None:
@@ -672,15 +736,20 @@ def _count(res: Result, case: Case, fn, z, t, *, device) -> None:
     # instead: its peak is taken like the compiled contender's
     if res.kind == "compiled" or getattr(fn, "backend", None) == "inductor":
         if res.kind == "fused" or getattr(fn, "fused", False):
-            res.bytes_per_pixel, res.bytes_method = fused_bytes_per_pixel(z, t, getattr(fn, "passes_per_step", 1)), "design"
+            res.bytes_per_pixel, res.bytes_method = fused_bytes_per_pixel(z, t, getattr(fn, "passes_per_step", 1), _map_passes(fn)), "design"
         if not cuda:
-            with rss_peak() as rss:
-                step(fn, z, t)
-            if rss["bytes"] is not None:
-                res.peak_mb, res.peak_method = rss["bytes"] / 2**20, "rss high-water"
+            peak = allocator_peak(lambda: step(fn, z, t))
+            if peak is not None:
+                res.peak_mb, res.peak_method = peak / 2**20, "profiler allocations"
+            else:
+                z.grad = None
+                with rss_peak() as rss:
+                    step(fn, z, t)
+                if rss["bytes"] is not None:
+                    res.peak_mb, res.peak_method = rss["bytes"] / 2**20, "rss high-water"
     else:
         if res.kind == "fused":
-            res.bytes_per_pixel, res.bytes_method = fused_bytes_per_pixel(z, t, getattr(fn, "passes_per_step", 1)), "design"
+            res.bytes_per_pixel, res.bytes_method = fused_bytes_per_pixel(z, t, getattr(fn, "passes_per_step", 1), _map_passes(fn)), "design"
         counter = OpCounter()
         try:
             with counter:
@@ -748,6 +817,9 @@ def measure_case(case: Case, names, z, t, *, device, repeat: int, warmup: int, t
             fn = (factories.get(name) or default_factory)(case, device)
         except Unavailable as why:
             res.note = str(why)
+            continue
+        except Exception as err:  # noqa: BLE001 - a peer that fails to construct is reported, not fatal
+            _error(res, err)
             continue
         zc = z.detach().clone().requires_grad_(True)
         try:

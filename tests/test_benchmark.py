@@ -85,6 +85,39 @@ def test_fused_bytes_per_pixel_by_design():
     assert fb.fused_bytes_per_pixel(z32, t8) == 14
     assert fb.fused_bytes_per_pixel(z16, t8) == 2 * (2 + 1) + 2
     assert fb.fused_bytes_per_pixel(z32, t8, passes=3) == 3 * 14
+    # a distance loss's pass reads its float32 map forward and backward: + 2 * 4
+    assert fb.fused_bytes_per_pixel(z32, t8, map_passes=1) == 22
+    for loss, passes, maps in (("hausdorff_dt", 1, 1), ("dice", 1, 0), ("focal+distance_loss", 1, 1)):
+        fn = fb.fused_contender(fb.Case(loss, batch=1, height=4, width=4), "cpu")
+        assert (getattr(fn, "passes_per_step", 1), fb._map_passes(fn)) == (passes, maps), loss
+
+
+def test_allocator_peak_sees_a_compiled_steps_gradient_and_buffers():
+    """The gradient of a compiled step (not seen by a dispatch mode, and reused from freed memory
+    where the resident set would not rise): at least its N float32s, less than 4 such buffers."""
+    z = torch.randn(64, 1024, requires_grad=True)
+    compiled = torch.compile(lambda x: (x.sigmoid() * 3).sum(), backend="inductor")
+    for _ in range(2):
+        compiled(z).backward()
+        z.grad = None
+    peak = fb.allocator_peak(lambda: compiled(z).backward())
+    if peak is None:
+        pytest.skip("this torch's profiler exposes no allocation events")
+    assert z.numel() * 4 <= peak < 4 * z.numel() * 4
+
+
+def test_a_contender_whose_factory_fails_is_an_error_row_not_a_crash():
+    case = _tiny_case()
+    z, t = _inputs(case)
+
+    def broken(c, d):
+        raise RuntimeError("peer version mismatch")
+
+    rows = fb.measure_case(case, ["reference", "broken"], z, t, device="cpu", repeat=1, warmup=1, truth=None,
+                           factories={"broken": broken})
+    by_name = {r.contender: r for r in rows}
+    assert by_name["reference"].status == "ok"
+    assert by_name["broken"].status == "error" and "peer version mismatch" in by_name["broken"].note
 
 
 def test_rss_peak_sees_a_large_allocation():
