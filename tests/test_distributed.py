@@ -50,7 +50,7 @@ LOSSES = {
 POINTWISE = {name: PARAMS.get(name, {}) for name in FS.POINTWISE}
 POINTWISE_SUM = ("bce", "adaptive_wce")
 POINTWISE_NONE = ("bce", "balanced_bce", "adaptive_wce")  # the last two: global class fractions per pixel
-TIMEOUT_S = 90
+TIMEOUT_S = 240  # a two-process run takes ~7 s alone; under a loaded machine (pytest -n 2 beside Inductor compiles) 90 s was once too few
 
 
 def make_batch():

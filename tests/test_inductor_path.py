@@ -63,6 +63,17 @@ def test_value_and_grad_match_float64_reference(name):
     torch.testing.assert_close(z.grad.double(), zr.grad, rtol=1e-4, atol=1e-5 * scale)
 
 
+def test_rows_that_do_not_split_into_equal_blocks_keep_float32_accuracy():
+    """179200-pixel rows: 11 blocks of 16290 and a 10-pixel tail. Padded to 11 equal blocks the
+    rows were summed by a scalar loop, 4096 float32 additions in a row: 1e-4 off for constant
+    logits (a zero-initialised output layer), 5x the float32 tolerance of ``fastseg validate``."""
+    z = torch.full((3, 1, 512, 350), 3.25)
+    t = torch.zeros(z.shape, dtype=torch.bool)
+    want = R.bce(z.double(), t).item()
+    got = FS.bce(z, t, backend="inductor").item()
+    assert abs(got - want) <= 2e-5 * want, (got, want)
+
+
 def test_deterministic_bitwise():
     z64, t64, ignore = data()
     runs = []

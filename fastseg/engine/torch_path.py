@@ -377,13 +377,14 @@ def _rowsum(x: Tensor) -> Tensor:
 
 def _rowdot(x: Tensor, y: Tensor) -> Tensor:
     # one row: a BLAS dot, no temporary (eager only: under torch.compile mul + sum fuses into the loop)
-    if x.shape[0] == 1 and x.is_contiguous() and y.is_contiguous() and not torch.compiler.is_compiling():
+    if x.ndim == 2 and x.shape[0] == 1 and x.is_contiguous() and y.is_contiguous() and not torch.compiler.is_compiling():
         return torch.dot(x[0], y[0]).reshape(1)
     return torch.mul(x, y).sum(dim=-1)
 
 
 def _chunk_sums(c: _Chunk, quantities) -> list[Tensor]:
-    R, L = c.z.shape
+    """The sums over the last axis of the chunk's pixels (``[R, L]``, or ``[G, blocks, L]`` under
+    :mod:`.inductor_path`), one tensor of the leading shape per quantity."""
     out = []
     for k in quantities:
         if k == Q.TP:
@@ -397,7 +398,7 @@ def _chunk_sums(c: _Chunk, quantities) -> list[Tensor]:
         elif k == Q.SUM_TT:
             s = _rowdot(c.t, c.t)
         elif k == Q.COUNT:
-            s = c.z.new_full((R,), float(L)) if c.v is None else _rowsum(c.v)
+            s = c.z.new_full(c.z.shape[:-1], float(c.z.shape[-1])) if c.v is None else _rowsum(c.v)
         elif k == Q.FG_CE:
             s = _rowdot(c.fg_ce(), c.tw)
         elif k == Q.BG_CE:
