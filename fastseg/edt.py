@@ -368,28 +368,19 @@ def inner_boundary_of_mask(mask: Tensor, *, valid: Tensor | None = None) -> Tens
     mask = _check_mask(mask)
     valid = _check_valid(valid, mask)
     fg = mask != 0
+    bg = ~fg if valid is None else ~fg & valid
     if valid is not None:
-        fg, bg = fg & valid, ~fg & valid
-        touches_bg = torch.zeros_like(fg)
-        for axis in range(2, fg.ndim):
-            n = fg.shape[axis]
-            if n == 1:
-                continue
-            # Shifted by one pixel, nothing (no background) shifted in from outside the image.
-            none = torch.zeros_like(bg.narrow(axis, 0, 1))
-            touches_bg |= torch.cat([none, bg.narrow(axis, 0, n - 1)], dim=axis)
-            touches_bg |= torch.cat([bg.narrow(axis, 1, n - 1), none], dim=axis)
-        return fg & touches_bg
-    interior = fg.clone()
+        fg = fg & valid
+    touches_bg = torch.zeros_like(fg)
     for axis in range(2, fg.ndim):
         n = fg.shape[axis]
         if n == 1:
             continue
-        # Replicate the edge so the outside never counts as background.
-        before = torch.cat([fg.narrow(axis, 0, 1), fg.narrow(axis, 0, n - 1)], dim=axis)
-        after = torch.cat([fg.narrow(axis, 1, n - 1), fg.narrow(axis, n - 1, 1)], dim=axis)
-        interior &= before & after
-    return fg & ~interior
+        # Shifted by one pixel, nothing (no background) shifted in from outside the image.
+        none = torch.zeros_like(bg.narrow(axis, 0, 1))
+        touches_bg |= torch.cat([none, bg.narrow(axis, 0, n - 1)], dim=axis)
+        touches_bg |= torch.cat([bg.narrow(axis, 1, n - 1), none], dim=axis)
+    return fg & touches_bg
 
 
 def boundary_field(mask: Tensor, *, spacing=None, dtype: torch.dtype = torch.float32, squared: bool = False,
