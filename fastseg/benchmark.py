@@ -992,7 +992,7 @@ def run(cases: list[Case], contenders=None, *, device="cpu", repeat: int = 5, wa
     def report(done: int) -> dict:
         return {
             "environment": env,
-            "settings": {"repeat": repeat, "warmup": warmup, "seed": SEED, "device": str(device),
+            "settings": {"repeat": repeat, "warmup": warmup, "seed": SEED, "device": str(device), "check": check,
                          "copy_bandwidth_gbs": bandwidth / 1e9 if bandwidth else None,
                          "command": command or " ".join(sys.argv), "cases": len(cases), "cases_done": done},
             "results": [asdict(r) for r in results],
@@ -1080,8 +1080,10 @@ def table(report: dict) -> str:
 
 
 def _notes(report: dict, other) -> list[str]:
+    checked = report["settings"].get("check", True)
     lines = ["B/px: bytes moved per pixel per step (* = by design of the fused kernels; others counted).",
-             "err: |value - float64 reference| / max|grad - reference grad| relative to max|reference grad|."]
+             "err: |value - float64 reference| / max|grad - reference grad| relative to max|reference grad|."
+             if checked else "err: not checked (--no-check)."]
     grouped: dict[tuple, list[str]] = {}
     for r in [*other, *(r for r in report["results"] if r["status"] == "ok" and r["note"])]:
         note = r["note"].replace(f"fastseg's {r['loss']}", "fastseg's")

@@ -174,6 +174,8 @@ def crackforest_tiles(
     h, w = _size2(size)
     data = data if data is not None else load_crackforest(path)
     n, _, H, W = data.images.shape
+    if n == 0:
+        raise ValueError("data has no images to cut tiles from (an empty CrackForest, e.g. an empty subset)")
     if count is not None and (isinstance(count, bool) or not isinstance(count, Integral) or count < 1):
         raise ValueError(f"count must be None or a positive integer; got {count!r}")
     if h <= H and w <= W:

@@ -80,6 +80,7 @@ def test_bench_progress_bar_on_stderr(capsys):
     captured = capsys.readouterr()
     assert "1/1" in captured.err and "[" in captured.err
     assert "1/1" not in captured.out
+    assert "err: not checked (--no-check)" in captured.out and "float64 reference" not in captured.out
 
 
 def test_bench_sizes_and_errors(tmp_path, capsys):

@@ -97,6 +97,13 @@ def test_tiles_larger_than_a_photo_are_mosaics(cfd):
     assert torch.equal(images[1, :, :320, :480], cfd.images[6])
 
 
+def test_tiles_of_an_empty_data_set_are_a_clear_error():
+    empty = fdata.CrackForest(torch.zeros(0, 3, 4, 5), torch.zeros(0, 1, 4, 5), torch.zeros(0, dtype=torch.long))
+    for size, count in ((2, None), (2, 3), (9, 1)):
+        with pytest.raises(ValueError, match="no images"):
+            crackforest_tiles(size, count, data=empty)
+
+
 def test_random_crops_are_windows_of_the_inputs():
     # Every pixel value is unique, so a crop's corner value tells where it was taken.
     images = torch.arange(3 * 2 * 20 * 30, dtype=torch.float32).reshape(3, 2, 20, 30)

@@ -546,6 +546,19 @@ def test_cuda_parameter_values_are_cached_on_the_device():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_parameter_values_are_cached_per_stream():
+    """Each stream gets its own copy, enqueued on it: another stream could read one before it landed."""
+    first = parameter_values(ALL, ODD, "cuda")
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        on_side = parameter_values(ALL, ODD, "cuda")
+        assert parameter_values(ALL, ODD, "cuda") is on_side
+    assert on_side is not first
+    side.synchronize()
+    assert on_side.tolist() == first.tolist() == list(dataclasses.astuple(ODD))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_capture_of_new_parameter_values_replays_them():
     """Values first seen inside a stream capture are written by fill kernels the graph records."""
     z, t = make_inputs((2, 1, 4096))

@@ -84,9 +84,10 @@ def parameter_values(quantities: Sequence[int], params: TermParams, device: torc
     (graph inputs from their second value on, :mod:`.scalars`), so a margin schedule runs one graph
     and a CUDA graph replays each call's values.
 
-    CUDA tensors are cached per device and values (up to 4096, never freed, so a CUDA graph
-    that captured one can replay it): a training step copies nothing to the device, and never
-    synchronises. Inside a stream capture a value not cached yet is written by fill kernels,
+    CUDA tensors are cached per device, stream and values (up to 4096, never freed, so a CUDA
+    graph that captured one can replay it): a training step copies nothing to the device, and never
+    synchronises. The stream is part of the key because the copy is asynchronous: a kernel on
+    another stream could read the tensor before the copy, enqueued on the first stream, has landed. Inside a stream capture a value not cached yet is written by fill kernels,
     which the graph records with their values (as it would record scalar kernel arguments).
     """
     device = torch.device(device)
@@ -98,7 +99,7 @@ def parameter_values(quantities: Sequence[int], params: TermParams, device: torc
         return torch.tensor(values, dtype=torch.float64, device=device)
     if device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    key = (device, values)
+    key = (device, torch.cuda.current_stream(device).stream_id, values)
     cached = _VALUES_ON_DEVICE.get(key)
     if cached is not None:
         return cached
