@@ -441,8 +441,9 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
     ``distance`` (a precomputed target map, see the distance losses) is accepted when exactly one
     term reads distance maps. ``weight`` goes to the terms that read it (``reads_weight``: the
     pointwise terms, a compound's pointwise part, the distance-weighted terms); the other terms
-    take their unweighted value, and a ``weight`` that no term reads raises ``ValueError``. The
-    terms' settings are read at construction; ``*`` scales every weight, ``-x`` and ``/ d`` scale
+    take their unweighted value, and a ``weight`` that no term reads raises ``ValueError``. A
+    term's settings changed after construction (``criterion.losses[0].reduction = "sum"``) regroup
+    the passes at the next call; its parameters are fixed. ``*`` scales every weight, ``-x`` and ``/ d`` scale
     them by -1 and 1/d, ``+`` appends terms, ``a - b`` is ``a + (-1) * b``, and ``sum(losses)``
     works.
     """
@@ -462,9 +463,6 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
             if not isinstance(loss, FusedLoss) or not hasattr(loss, "loss_name"):
                 raise TypeError(f"terms[{i}] must be a fastseg loss module (a FusedLoss such as DiceLoss()) or a "
                                 f"(weight, loss) pair; got {type_name(loss)}")
-            if loss.reduction not in ("mean", "sum"):
-                raise ValueError(f"terms[{i}] ({type(loss).__name__}) has reduction={loss.reduction!r}; a CombinedLoss "
-                                 f"adds scalar losses, so each term's reduction must be 'mean' or 'sum'")
             weights.append(check_number(f"weight of term {i}", weight))
             losses.append(loss)
         if not losses:
@@ -473,8 +471,18 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
         self.losses = nn.ModuleList(losses)
         self._passes = self._derive()
 
+    def _term_settings(self) -> tuple:
+        """What the passes were derived from besides the (fixed) parameters: each term's settings."""
+        return tuple((loss.from_logits, loss.backend, loss.deterministic, loss.scope, loss.reduction,
+                      id(loss.process_group)) for loss in self.losses)
+
     def _derive(self) -> list[_Pass]:
         """The fused passes: terms that can share one are grouped."""
+        for i, loss in enumerate(self.losses):
+            if loss.reduction not in ("mean", "sum"):
+                raise ValueError(f"terms[{i}] ({type(loss).__name__}) has reduction={loss.reduction!r}; a CombinedLoss "
+                                 f"adds scalar losses, so each term's reduction must be 'mean' or 'sum'")
+        self._derived_from = self._term_settings()
         by_settings: dict[tuple, list[tuple[int, combine.Term]]] = {}
         for i, (w, loss) in enumerate(zip(self.weights, self.losses)):
             is_global = loss.scope == combine.GLOBAL
@@ -510,6 +518,8 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
                                  f"distance=None (each computes its map) or call those losses separately")
         if not self.reads_weight:
             check_no_weight(weight, "this CombinedLoss (none of its terms)")
+        if self._term_settings() != self._derived_from:  # a term's setting was changed after construction
+            self._passes = self._derive()
         total = None
         for p in self._passes:
             value = F.run_plan(p.plan, input, target, from_logits=p.from_logits, scope=p.scope, reduction="mean",

@@ -135,6 +135,28 @@ def test_settings_that_differ_split_the_passes():
     torch.testing.assert_close(criterion(p, t), expected, rtol=1e-10, atol=1e-12)
 
 
+def test_settings_changed_after_construction_regroup_the_passes():
+    z, t, ignore, _ = _inputs(5)
+    criterion = L.FocalLoss(**T) + L.DiceLoss(**T)
+    assert criterion.passes == ((0, 1),)
+    criterion.losses[0].reduction = "sum"
+    criterion.losses[1].scope = "batch"
+    expected = R.focal(z, t, ignore=ignore, reduction="sum") + R.dice(z, t, ignore=ignore, scope="batch")
+    torch.testing.assert_close(criterion(z, t, ignore=ignore), expected, rtol=1e-10, atol=1e-12)
+    p = torch.sigmoid(z)
+    for loss in criterion.losses:
+        loss.from_logits = False
+    expected = R.focal(p, t, ignore=ignore, reduction="sum", from_logits=False) + R.dice(p, t, ignore=ignore, scope="batch", from_logits=False)
+    torch.testing.assert_close(criterion(p, t, ignore=ignore), expected, rtol=1e-10, atol=1e-12)
+    assert criterion.passes == ((0, 1),)
+    criterion.losses[0].deterministic = False  # settings that differ: two passes
+    torch.testing.assert_close(criterion(p, t, ignore=ignore), expected, rtol=1e-10, atol=1e-12)
+    assert criterion.passes == ((0,), (1,))
+    criterion.losses[1].reduction = "none"
+    with pytest.raises(ValueError, match=r"terms\[1\] \(DiceLoss\) has reduction='none'"):
+        criterion(z, t)
+
+
 def test_global_terms_share_one_pass_and_fall_back_to_the_batch_without_a_group():
     z, t, ignore, _ = _inputs(3)
     criterion = L.DiceLoss(scope="global", **T) + L.FocalLoss(scope="global", **T) + L.DiceLoss(**T)
