@@ -369,7 +369,8 @@ def check_loss_inputs(
             hint = " (pass ignore=<value> to mark an ignore_index)" if not target.is_floating_point() else ""
             raise ValueError(f"{target_name} values must lie in [0, 1] (NaN is no label){hint}")
         if not from_logits:
-            if _outside_unit_interval(input):
+            scored = input if valid is None else torch.where(valid, input, 0.5)  # ignored pixels may hold anything
+            if _outside_unit_interval(scored):
                 raise ValueError(
                     "input holds probabilities (from_logits=False) but has values outside [0, 1]; "
                     "pass logits with from_logits=True"

@@ -420,15 +420,17 @@ def _check(codes: list[int]) -> None:
 _POOL = None
 
 
-def _forget_pool() -> None:
-    """In a forked child: the parent's pool object came along, its threads did not (a task
-    submitted to it would wait for ever)."""
-    global _POOL
+def _after_fork_in_child() -> None:
+    """In a forked child: the parent's pool object and load lock came along, their threads did not
+    (a task submitted to the pool, or a lock held by a parent's thread building the library at
+    the fork, would wait for ever)."""
+    global _POOL, _LOAD_LOCK
     _POOL = None
+    _LOAD_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _pool(threads: int):

@@ -193,8 +193,12 @@ def _edt_triton(target: Tensor, spacing: tuple[float, ...], squared: bool, dtype
     spatial = tuple(target.shape[1:])
     if squared:
         return squares.to(dtype).masked_fill_(empty, empty_fill(spatial, spacing, squared=True))
-    distances = squares.double().sqrt_().masked_fill_(empty, empty_fill(spatial, spacing))
-    return distances.to(dtype)
+    squares = squares.double()
+    if squares.is_cuda:
+        distances = squares.sqrt_()
+    else:  # torch's CPU sqrt may be 1 ulp off (its vectorised float64 sqrt, not the instruction); NumPy's is exact
+        distances = torch.from_numpy(np.sqrt(squares.numpy()))
+    return distances.masked_fill_(empty, empty_fill(spatial, spacing)).to(dtype)
 
 
 BACKENDS = ("auto", "triton", "native", "scipy")

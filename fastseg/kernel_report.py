@@ -13,10 +13,14 @@ launch requests (triton's ``metadata.shared``, column ``dsmem``: the reduction s
 
 What gets compiled: every tile width the launchers can pick (128 to 1024 lanes, one warp per 128:
 :data:`fastseg.kernels._utils.TILE_WIDTHS`), since ptxas's register budget depends on the block
-size and the widest tile does not bound the others. By default each catalog entry is
-compiled in a covering design: every logits dtype with uint8 targets, plus fp32 logits with
-float targets, an ignore mask and (for losses with pointwise terms) a weight map; ``--full``
-compiles the whole product (logits x targets x mask x weight x atomics). Triton's cache makes
+size and the widest tile does not bound the others; each in the specialisation Triton's launcher
+compiles for a contiguous binary batch (:func:`runtime_specialisation`: unit sizes compiled in,
+pointers and sizes marked divisible by 16, so loads vectorise; column ``align``), and the
+general one (strided views, odd widths, several channels) where noted below. By default each
+catalog entry is compiled in a covering design: every logits dtype with uint8 targets, plus fp32
+logits with float targets, an ignore mask and (for losses with pointwise terms) a weight map, the
+last also in the general specialisation, as are the reduction and EDT kernels; ``--full``
+compiles the whole product (logits x targets x mask x weight x atomics x alignment). Triton's cache makes
 repeated runs fast. Compilation needs triton's compiler and ``ptxas``/``cuobjdump`` (both in the
 wheel) but no driver and no device; it cannot run under ``TRITON_INTERPRET=1`` (kernels are then
 interpreted functions), so in that case the work runs in a subprocess without the variable.
@@ -121,6 +125,7 @@ class Variant:
     per_element: bool = False  # reduction="none" of a pointwise loss: one group per element
     k: int = 0  # reduce kernel only
     block: int = 0  # forward / backward: the tile width (lanes)
+    aligned: bool = True  # specialised as Triton's launcher does a contiguous binary batch (see runtime_specialisation)
 
 
 @dataclass
@@ -135,6 +140,7 @@ class Row:
     weight: bool
     atomic: bool
     per_element: bool
+    aligned: bool
     arch: str
     block: int
     warps: int
@@ -162,7 +168,7 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
     def add(v: Variant, loss: str) -> None:
         # Two variants with identical signature and constexprs are one compiled kernel.
         if v.kernel in _NOT_PIXEL_KERNELS:
-            key = (v.kernel, v.k, v.logits)
+            key = (v.kernel, v.k, v.logits, v.aligned)
         else:
             make = forward_constexprs if v.kernel == "forward" else backward_constexprs
             kw = dict(fp64=False, has_valid=v.valid, has_weight=v.weight, has_dist=True, block=v.block,
@@ -170,7 +176,7 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
             if v.kernel == "forward":
                 kw["atomic"] = v.atomic
             ce = make(v.quantities, TermParams(**dict(v.params)), **kw)
-            key = (v.kernel, v.logits, v.target, tuple(sorted(ce.items())))
+            key = (v.kernel, v.logits, v.target, v.aligned, tuple(sorted(ce.items())))
         v = seen_constexprs.setdefault(key, v)
         out.setdefault(v, [])
         if loss not in out[v]:
@@ -197,15 +203,20 @@ def variants(full: bool = False, logits: tuple[str, ...] = LOGITS) -> dict[Varia
         for (lg, tg, va, we, at), pe, block in itertools.product(combos, per_element, TILE_WIDTHS):
             if pe and at:
                 continue
-            add(Variant("forward", quantities, prm, lg, tg, va, we, at, pe, block=block), loss)
-            if not at:
-                diff = tuple(k for k in quantities if k not in ZERO_DERIVATIVE)
-                add(Variant("backward", diff, prm, lg, tg, va, we and _weighted(diff), per_element=pe, block=block), loss)
-        add(Variant("reduce", (), (), k=len(quantities)), loss)
-    for maps in EDT_MAPS:  # the dtype of the distance maps (kernels.edt.map_dtype); "logits" column
-        add(Variant("edt", (), (), logits=maps, target="-", k=ENVELOPE_LINES), "edt")
+            # Every combination as a contiguous binary batch launches it; the general specialisation
+            # (strided views, odd widths, C > 1) for all of them with --full, else for the heaviest.
+            for aligned in (True, False) if full or (va and tg == "fp32") else (True,):
+                add(Variant("forward", quantities, prm, lg, tg, va, we, at, pe, block=block, aligned=aligned), loss)
+                if not at:
+                    diff = tuple(k for k in quantities if k not in ZERO_DERIVATIVE)
+                    add(Variant("backward", diff, prm, lg, tg, va, we and _weighted(diff), per_element=pe, block=block,
+                                aligned=aligned), loss)
+        for aligned in (True, False):
+            add(Variant("reduce", (), (), k=len(quantities), aligned=aligned), loss)
+    for maps, aligned in itertools.product(EDT_MAPS, (True, False)):  # the maps' dtype (kernels.edt.map_dtype): "logits" column
+        add(Variant("edt", (), (), logits=maps, target="-", k=ENVELOPE_LINES, aligned=aligned), "edt")
         for block_n in EDT_SWEEP_BLOCK_N:
-            add(Variant("edt_sweep", (), (), logits=maps, target="-", k=block_n), "edt")
+            add(Variant("edt_sweep", (), (), logits=maps, target="-", k=block_n, aligned=aligned), "edt")
     return out
 
 
@@ -261,13 +272,42 @@ def _signature_and_constexprs(v: Variant):
     missing = [name for name in ce if name not in signature]
     if missing:
         raise RuntimeError(f"constexprs {missing} are not arguments of {fn.__name__}")
-    return fn, signature, ce, warps
+    if not v.aligned:
+        return fn, signature, ce, {}, warps
+    ones = ["C"]
+    if v.kernel in ("forward", "backward") and v.block < max(TILE_WIDTHS):
+        ones.append("n_tiles")  # one tile covers the row
+    if v.kernel == "backward":
+        ones.append("c_sk")  # the coefficients [B*C, K] are contiguous
+    return (fn, *runtime_specialisation(fn.arg_names, signature, ce, ones, odd=("c_sg",)), warps)
+
+
+def runtime_specialisation(arg_names, signature: dict, constexprs: dict, ones=(), odd=()):
+    """``(signature, constexprs, attrs)`` as Triton's launcher specialises a typical launch.
+
+    At a launch, Triton compiles an integer argument equal to 1 in as a constant and marks pointers
+    and integers divisible by 16 (``tt.divisibility``), which lets it vectorise loads. The typical
+    launch is a contiguous binary batch ``[16, 1, H, W]`` with ``W`` a multiple of 16: pointers,
+    sizes and strides are multiples of 16 but for ``odd`` (the row stride of the coefficients,
+    ``K`` quantities), and ``ones`` are 1 (the channel count; the tile count when one tile covers
+    a row; unit strides). ``aligned=False`` variants compile the general specialisation instead
+    (strided views, odd widths, several channels). ``tests/test_kernel_compile.py`` checks this
+    model against Triton's own launcher on captured launches.
+    """
+    signature, constexprs = dict(signature), dict(constexprs)
+    for name in ones:
+        if name in signature and signature[name] != "constexpr":
+            signature[name], constexprs[name] = "constexpr", 1
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(arg_names)
+             if signature[name] != "constexpr" and name not in odd}
+    return signature, constexprs, attrs
 
 
 def _compile_cubin(fn, signature: dict, constexprs: dict, arch: int, warps: int,
-                   options: dict | None = None) -> tuple[bytes, int]:
+                   options: dict | None = None, attrs: dict | None = None) -> tuple[bytes, int]:
     """The cubin of one specialisation and its dynamic shared memory (bytes, from triton's metadata);
-    ``options``: the launch options the launcher passes besides ``num_warps``."""
+    ``options``: the launch options the launcher passes besides ``num_warps``; ``attrs``: argument
+    attributes (:func:`runtime_specialisation`; triton >= 3.3 only, older versions compile without)."""
     import inspect
 
     import triton
@@ -275,7 +315,7 @@ def _compile_cubin(fn, signature: dict, constexprs: dict, arch: int, warps: int,
     from triton.compiler import ASTSource
 
     if "constexprs" in inspect.signature(ASTSource.__init__).parameters:  # triton >= 3.3
-        src = ASTSource(fn, signature, constexprs)
+        src = ASTSource(fn, signature, constexprs, attrs or None)
     else:  # triton 3.0-3.2: constexprs are "constants" and not part of the signature
         sig = {k: v for k, v in signature.items() if v != "constexpr"}
         try:
@@ -355,11 +395,11 @@ def resource_usage(cubin: bytes) -> dict[str, dict[str, int]]:
 
 def compile_variant(v: Variant, arch: int) -> dict:
     """Compile one specialisation for ``sm_<arch>``; returns registers, spill and shared bytes."""
-    fn, signature, ce, warps = _signature_and_constexprs(v)
+    fn, signature, ce, attrs, warps = _signature_and_constexprs(v)
     options = None
     if v.kernel in ("edt", "edt_sweep"):
         from fastseg.kernels.edt import EXACT_ROUNDING as options
-    cubin, dynamic_shared = _compile_cubin(fn, signature, ce, arch, warps, options)
+    cubin, dynamic_shared = _compile_cubin(fn, signature, ce, arch, warps, options, attrs)
     usage = resource_usage(cubin)
     if fn.__name__ not in usage:
         raise RuntimeError(f"cuobjdump reported no function {fn.__name__}: {sorted(usage)}")
@@ -424,6 +464,7 @@ def report(
             weight=v.weight,
             atomic=v.atomic,
             per_element=v.per_element,
+            aligned=v.aligned,
             arch=f"sm_{arch}",
             block=(usage or {}).get("block", v.block),
             warps=(usage or {}).get("warps", block_and_warps(v.block)[1] if v.block else 0),
@@ -463,7 +504,8 @@ def _report_in_subprocess(archs, *, full, only, logits, jobs) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """A fixed-width table, one line per compiled kernel."""
-    head = ("arch", "kernel", "quantities", "params", "logits", "target", "mask", "weight", "atomic", "elem", "block", "regs", "spill", "smem", "dsmem", "losses")
+    head = ("arch", "kernel", "quantities", "params", "logits", "target", "mask", "weight", "atomic", "elem", "align",
+            "block", "regs", "spill", "smem", "dsmem", "losses")
     lines = []
     for r in rows:
         lines.append(
@@ -478,6 +520,7 @@ def format_table(rows: list[dict]) -> str:
                 "y" if r["weight"] else "-",
                 "y" if r["atomic"] else "-",
                 "y" if r["per_element"] else "-",
+                "y" if r["aligned"] else "-",
                 str(r["block"]) if r["block"] else "-",
                 str(r["registers"]) if not r["error"] else "ERR",
                 str(r["spill_bytes"]) if not r["error"] else "ERR",

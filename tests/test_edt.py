@@ -369,6 +369,27 @@ print(os.waitstatus_to_exitcode(status))
     assert _run_python(code, tmp_path).strip() == "0"
 
 
+def test_native_edt_in_a_child_forked_while_a_thread_loads_the_library(tmp_path):
+    """The parent's load lock, held at the fork by a thread that builds the library, must not
+    leave the child waiting for ever: the child loads the library itself."""
+    code = """
+import os, signal, torch
+from fastseg import _native_edt
+from fastseg.edt import edt
+m = torch.rand(2, 1, 16, 16) > 0.9
+want = edt(m, backend="scipy")
+_native_edt._LOAD_LOCK.acquire()  # as a thread inside load() holds it
+pid = os.fork()
+if pid == 0:
+    signal.alarm(60)
+    os._exit(0 if torch.equal(edt(m, backend="native"), want) else 3)
+_, status = os.waitpid(pid, 0)
+_native_edt._LOAD_LOCK.release()
+print(os.waitstatus_to_exitcode(status))
+"""
+    assert _run_python(code, tmp_path).strip() == "0"
+
+
 def test_native_build_reads_cc_as_words_and_says_when_disabled(tmp_path):
     code = """
 import torch

@@ -243,10 +243,22 @@ def test_public_edt_triton_backend_with_spacing_equals_scipy(squared, device):
         for b, c in ((0, 0), (0, 1), (1, 1)):
             d = ndi.distance_transform_edt(~masks[b, c].numpy(), sampling=spacing)
             want = scipy_squared_edt(masks[b, c][None].numpy(), spacing)[0] if squared else d
-            if dtype == torch.float64 and not squared:  # a square root away from the exact squares
-                np.testing.assert_allclose(got[b, c].numpy(), want, rtol=2.5e-16, atol=0)
-            else:
-                assert np.array_equal(got[b, c].numpy(), want.astype(got.numpy().dtype)), (b, c, dtype)
+            assert np.array_equal(got[b, c].numpy(), want.astype(got.numpy().dtype)), (b, c, dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float64_distances_are_correctly_rounded_square_roots(device):
+    """A line of 3000 pixels, its crack at pixel 0: distances sqrt(k^2 + 1) (the crack's row is
+    one pixel up), each equal to SciPy's and NumPy's correctly rounded square root (torch's float64
+    CPU sqrt is 1 ulp off for some, e.g. sqrt(2))."""
+    from fastseg.edt import edt
+
+    masks = torch.zeros(1, 1, 2, 3000, dtype=torch.bool)
+    masks[0, 0, 0, 0] = True
+    got = edt(masks.to(device), dtype=torch.float64, backend="triton").cpu()[0, 0, 1].numpy()
+    k = np.arange(3000, dtype=np.float64)
+    assert np.array_equal(got, np.sqrt(k * k + 1))
+    assert np.array_equal(got, ndi.distance_transform_edt(~masks[0, 0].numpy())[1])
 
 
 def test_triton_backend_on_cpu_without_the_interpreter_says_how_to_enable_it(tmp_path):

@@ -239,6 +239,31 @@ def test_non_finite_logits_at_ignored_pixels_count_nowhere(name, backend):
     assert torch.allclose(x.grad, xr.grad, rtol=1e-9, atol=1e-12 * xr.grad.abs().max().item())
 
 
+@pytest.mark.parametrize("name", FS.__all__)
+def test_probabilities_outside_the_unit_interval_at_ignored_pixels_count_nowhere(name):
+    """from_logits=False: an ignored pixel may hold anything (2, -1, inf: padding), as it may with
+    logits and in the metrics; the loss and gradient are those with 1/2 there. At a valid pixel
+    the same value is an error."""
+    gen = torch.Generator().manual_seed(63)
+    p = torch.rand(2, 1, 5, 6, generator=gen, dtype=torch.float64) * 0.98 + 0.01
+    t = torch.rand(2, 1, 5, 6, generator=gen) < 0.3
+    ignore = torch.zeros(2, 1, 5, 6, dtype=torch.bool)
+    ignore[0, 0, 0, :3] = True
+    ignore[1, 0, 2, 2] = True
+    clean = p.masked_fill(ignore, 0.5)
+    bad = clean.clone()
+    bad[0, 0, 0, 0], bad[0, 0, 0, 1], bad[1, 0, 2, 2] = 2.0, -1.0, float("inf")
+    x, xr = bad.clone().requires_grad_(), clean.clone().requires_grad_()
+    value = getattr(FS, name)(x, t, ignore=ignore, from_logits=False, backend="torch")
+    want = getattr(R, name)(xr, t, ignore=ignore, from_logits=False)
+    value.backward()
+    want.backward()
+    assert torch.isfinite(value) and abs(value.item() - want.item()) <= 1e-10 * (1 + abs(want.item())), (value, want)
+    assert torch.allclose(x.grad, xr.grad, rtol=1e-9, atol=1e-12 * xr.grad.abs().max().item())
+    with pytest.raises(ValueError, match=r"values outside \[0, 1\]"):
+        getattr(FS, name)(bad, t, ignore=ignore & False, from_logits=False, backend="torch")
+
+
 @pytest.mark.parametrize("name", ["bce", "focal", "dice", "hybrid_focal_margin"])
 def test_a_nan_probability_gives_a_nan_loss_as_a_nan_logit_does(name):
     """from_logits=False: NaN propagates (README "Conventions"), in the fused path and the

@@ -8,6 +8,10 @@ unavailable. The full catalog (``python -m fastseg kernels``) is too slow for th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,11 +81,35 @@ def test_sm90_compile_gate_covers_the_edt_kernel(capsys):
     if status == 3:
         pytest.skip(f"compile toolchain unavailable: {captured.err.strip()[-300:]}")
     rows = json.loads(captured.out)
-    # float32 and float64 maps (kernels.edt.map_dtype), in the "logits" column
-    assert sorted((r["quantities"], r["logits"]) for r in rows if r["kernel"] == "edt") == [("lines=32", "fp32"), ("lines=32", "fp64")]
+    # float32 and float64 maps (kernels.edt.map_dtype), in the "logits" column; each as a contiguous
+    # batch launches it (16-aligned) and in the general specialisation
+    envelopes = sorted((r["quantities"], r["logits"], r["aligned"]) for r in rows if r["kernel"] == "edt")
+    assert envelopes == [("lines=32", maps, aligned) for maps in ("fp32", "fp64") for aligned in (False, True)]
     for maps in ("fp32", "fp64"):
-        widths = sorted(int(r["quantities"].split("=")[1]) for r in rows if r["kernel"] == "edt_sweep" and r["logits"] == maps)
-        assert widths == [16, 32, 64, 128, 256, 512, 1024], maps
+        for aligned in (False, True):
+            widths = sorted(int(r["quantities"].split("=")[1]) for r in rows
+                            if r["kernel"] == "edt_sweep" and r["logits"] == maps and r["aligned"] == aligned)
+            assert widths == [16, 32, 64, 128, 256, 512, 1024], (maps, aligned)
     for r in rows:
         assert r["error"] == "" and r["spill_bytes"] == 0 and 0 < r["registers"] <= 255, r
     assert status == 0
+
+
+def test_the_gate_compiles_the_specialisation_that_triton_launches():
+    """Triton's launcher compiles ints equal to 1 in and marks 16-divisible pointers and ints, which
+    changes the code (vectorised loads, registers); the gate's ``aligned`` variants must be what it
+    compiles for a contiguous binary batch. ``launch_specialisation.py`` records real launches and
+    asks Triton's own runtime binder how it would specialise them."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).resolve().parent / "launch_specialisation.py"
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout)
+    if "unavailable" in report:
+        pytest.skip(f"this Triton's runtime binder cannot be called here: {report['unavailable']}")
+    kernels = {case.split()[-1] for case in report}
+    assert kernels == {"_fused_loss_forward_kernel", "_reduce_partials_kernel", "_fused_loss_backward_kernel",
+                       "_edt_sweep_kernel", "_edt_envelope_kernel"}
+    for case, sides in report.items():
+        assert sides["gate"] == sides["triton"], case
+        assert sides["triton"]["divisible"], case  # the specialisation is not the general one
