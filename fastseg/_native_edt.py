@@ -418,15 +418,16 @@ def _check(codes: list[int]) -> None:
 
 
 _POOL = None
+_POOL_LOCK = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
     """In a forked child: the parent's pool object and load lock came along, their threads did not
     (a task submitted to the pool, or a lock held by a parent's thread building the library at
     the fork, would wait for ever)."""
-    global _POOL, _LOAD_LOCK
+    global _POOL, _LOAD_LOCK, _POOL_LOCK
     _POOL = None
-    _LOAD_LOCK = threading.Lock()
+    _LOAD_LOCK, _POOL_LOCK = threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -434,10 +435,14 @@ if hasattr(os, "register_at_fork"):
 
 
 def _pool(threads: int):
-    """A process-wide thread pool (grown on demand) for splitting batches over images."""
+    """A process-wide thread pool for splitting batches over images: as many workers as CPUs (started
+    as tasks need them), replaced by a larger one only for more threads than CPUs (the old one is
+    left to its tasks: another thread may be submitting to it)."""
     global _POOL
-    if _POOL is None or _POOL._max_workers < threads:
-        from concurrent.futures import ThreadPoolExecutor
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < threads:
+            from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fastseg-edt")
-    return _POOL
+            workers = max(threads, os.cpu_count() or 1)
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastseg-edt")
+        return _POOL

@@ -72,10 +72,14 @@ def _check_layout(mask) -> Tensor:
 #: below the Triton kernels' "no target" marker (1e30) and far from float64's range.
 MAX_DIAGONAL = 1e15
 
+#: The smallest spacing :func:`edt` accepts: squared distances of one pixel stay normal float64
+#: numbers (smaller ones lose digits, and at 1e-162 round to 0).
+MIN_SPACING = math.sqrt(sys.float_info.min)
+
 
 def _check_spacing(spacing, spatial_shape: Sequence[int]) -> tuple[float, ...]:
-    """``None`` (unit spacing), one positive number, or one positive number per spatial axis, with
-    an image diagonal (``sqrt(sum((n_i s_i)^2))``) below :data:`MAX_DIAGONAL`."""
+    """``None`` (unit spacing), one number of at least :data:`MIN_SPACING`, or one per spatial axis,
+    with an image diagonal (``sqrt(sum((n_i s_i)^2))``) below :data:`MAX_DIAGONAL`."""
     ndim = len(spatial_shape)
     if spacing is None:
         return (1.0,) * ndim
@@ -92,8 +96,9 @@ def _check_spacing(spacing, spatial_shape: Sequence[int]) -> tuple[float, ...]:
         if isinstance(v, bool) or not isinstance(v, Real):
             raise TypeError(f"spacing values must be real numbers; got {type_name(v)}")
         v = float(v)
-        if not (math.isfinite(v) and v >= sys.float_info.min):
-            raise ValueError(f"spacing values must be finite and > 0 (not subnormal); got {v}")
+        if not (math.isfinite(v) and v >= MIN_SPACING):
+            raise ValueError(f"spacing values must be finite and >= {MIN_SPACING:.3g} (their squares normal float64 "
+                             f"numbers; express the spacing in a smaller unit); got {v}")
         out.append(v)
     diagonal = math.hypot(*(n * v for n, v in zip(spatial_shape, out)))
     if not diagonal < MAX_DIAGONAL:

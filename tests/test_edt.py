@@ -167,8 +167,11 @@ def test_spacing_beyond_the_largest_diagonal_is_refused(backend):
         boundary_field(mask, spacing=1e200)
     with pytest.raises(ValueError, match="spacing"):
         empty_fill((3, 4), 1e200)
-    with pytest.raises(ValueError, match="not subnormal"):
-        edt(mask, spacing=5e-324, backend=backend)
+    for spacing in (5e-324, 1e-160, (1.0, 1.4e-154), 0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="spacing values must be finite and >= 1.49e-154"):
+            edt(mask, spacing=spacing, backend=backend)
+    tiny = edt(mask, spacing=1.5e-154, backend=backend, dtype=torch.float64)
+    assert tiny[0, 0, 0, 1].item() == 1.5e-154 and tiny[0, 0, -1, -1].item() == pytest.approx(math.hypot(2, 3) * 1.5e-154)
 
 
 def test_boundary_field_equals_monai_distance_field():
