@@ -586,7 +586,9 @@ def focal_margin(input, target, *, gamma=2.0, m=0.5, from_logits=True, scope="ba
 def el_ce(input, target, *, lam=None, gamma_ce=1.0, from_logits=True, scope="batch", reduction="mean", ignore=None,
           weight=None, backend="auto", deterministic=True) -> Tensor:
     """Exponential logarithmic CE ``lam (-log p)^gce`` (t=1), ``(1-lam)(-log(1-p))^gce`` (t=0)
-    (seed 001 eq 11); the base clamped to the smallest normal float."""
+    (seed 001 eq 11), the power taken as ``exp(gce log(-log p))``: a logit whose ``-log p``
+    underflows keeps ``e^(-gce |z|)``, and a probability of exactly 1 is the clamped logit 100
+    (``e^(-100 gce)``; see :func:`fastseg.reference.el_ce`)."""
     plan = el_ce_plan(lam=lam, gamma_ce=gamma_ce)
     return _pointwise("el_ce", plan, input, target, from_logits, scope, reduction, ignore, weight, backend,
                       deterministic)

@@ -5,6 +5,7 @@ formulation lost the answer: confusion sums rebuilt by subtraction, ``sigmoid(z 
 confident pixels, and ``exp(m)`` overflowing for large margins.
 """
 
+import functools
 import math
 
 import pytest
@@ -208,6 +209,36 @@ def test_el_powers_of_confident_pixels_beyond_float32_underflow(name, kw, backen
     got, got_grad = _value_and_grad(getattr(FS, name), z.float(), t, backend=backend, **kw)
     assert got == pytest.approx(want, rel=1e-5)
     assert _relative(got_grad, want_grad) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_reference_el_powers_of_logits_whose_log_underflows(dtype):
+    """The oracle itself: ``-log p = e^-|z|`` underflows beyond |z| = 708 (float64) or 87 (float32)
+    and was clamped to the smallest normal float, ``tiny^gce``: 0.49 instead of e^-10 for
+    gce = 0.001 at |z| = 1e4. Hand values: ``(-log p)^gce = e^(gce log(log1p(e^-|z|)))`` = e^(-gce |z|)
+    to float precision there, and math.log1p where it does not underflow. Found by a fuzz campaign."""
+    z = torch.tensor([-1e4, 1e4, -120.0, 120.0, -3.0], dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0])
+    for gce in (0.001, 0.01, 0.3):
+        got = R.el_ce(z.to(dtype).reshape(1, 1, 5), t.reshape(1, 1, 5), gamma_ce=gce, reduction="none").reshape(-1)
+        want = [math.exp(-gce * 1e4)] * 2 + [math.exp(-gce * 120.0)] * 2 + [math.log1p(math.exp(-3.0)) ** gce]
+        f32 = dtype == torch.float32  # e^-100 is a float32 subnormal: its spacing, 1.4e-45, is the absolute error
+        assert got.tolist() == pytest.approx(want, rel=1e-6 if f32 else 1e-12, abs=1.5e-45 if f32 else 0), gce
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["reference"])
+@pytest.mark.parametrize("gce", [0.01, 0.3])
+def test_el_probabilities_of_exactly_0_and_1_read_as_the_clamped_logit(gce, backend):
+    """A probability of exactly 1 (0 for the background term) has ``-log p = 0``; the fused path
+    evaluates the clamped logit 100 (``log(1-p) = -100``, torch.nn.BCELoss's clamp), whose
+    ``-log p = e^-100``, and the reference reads it the same way: ``(-log p)^gce = e^(-100 gce)``
+    (0.37 at gce = 0.01; the reference's ``tiny^gce`` was 8e-4). The other pixels: by hand."""
+    p = torch.tensor([0.0, 1.0, 0.3, 1.0], dtype=torch.float64).reshape(1, 1, 4)
+    t = torch.tensor([0.0, 1.0, 1.0, 0.0]).reshape(1, 1, 4)
+    fn = R.el_ce if backend == "reference" else functools.partial(FS.el_ce, backend=backend)
+    got = fn(p, t, gamma_ce=gce, from_logits=False, reduction="none").reshape(-1).tolist()
+    want = [math.exp(-100 * gce)] * 2 + [(-math.log(0.3)) ** gce, 100.0**gce]
+    assert got == pytest.approx(want, rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS + ["reference"])

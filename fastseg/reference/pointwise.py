@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import REDUCTIONS, CheckedInputs, check_choice, check_loss_inputs, check_number, check_probability
-from ._common import log_probs, logits_of, reduce_pointwise
+from ._common import LOG_CLAMP, as_compute, log_probs, logits_of, reduce_pointwise
 
 __all__ = [
     "bce",
@@ -366,17 +366,40 @@ def el_ce(
 
     Source: seed 001 eq 11 (Wong et al.); soft labels mix the two cases with ``t`` and ``1 - t``.
     ``gamma_ce > 0`` (default 1, seed 001's setting, where the loss is (weighted) BCE);
-    ``lam`` in [0, 1] or ``None`` (default) for no class weight. The base ``-log p`` is clamped to
-    the smallest normal float before the power, so ``gamma_ce < 1`` keeps a finite gradient at
-    confident pixels (``-log p -> 0``).
+    ``lam`` in [0, 1] or ``None`` (default) for no class weight. The power is taken as
+    ``exp(gce log(-log p))`` (:func:`_el_power`), so ``gamma_ce < 1`` keeps a finite gradient at
+    confident pixels (``-log p -> 0``), a logit whose ``-log p`` underflows keeps its
+    ``e^(-gce |z|)``, and a probability of exactly 1 reads as the logit 100 (``e^(-100 gce)``).
     """
     lam, one_m_lam = _lam_pair("lam", lam)
     gamma_ce = check_number("gamma_ce", gamma_ce, low=0.0, low_open=True)
     c = _checked(input, target, from_logits, reduction, ignore, weight)
     _, log_p, log_1mp = log_probs(c.input, from_logits)
     t = c.target
-    loss = lam * t * _pow_clamped(-log_p, gamma_ce) + one_m_lam * (1 - t) * _pow_clamped(-log_1mp, gamma_ce)
-    return reduce_pointwise(loss, c, reduction)
+    z_abs = as_compute(c.input).abs() if from_logits else None
+    fg, bg = _el_power(-log_p, gamma_ce, z_abs), _el_power(-log_1mp, gamma_ce, z_abs)
+    return reduce_pointwise(lam * t * fg + one_m_lam * (1 - t) * bg, c, reduction)
+
+
+def _el_power(nl: Tensor, gamma: float, z_abs: Tensor | None) -> Tensor:
+    """``nl^gamma`` of ``nl = -log p`` (or ``-log(1-p)``) as ``exp(gamma log nl)``, where ``nl`` is 0.
+
+    Logits (``z_abs = |z|``): an ``nl`` below the smallest normal float has underflowed; it is
+    ``e^(-|z|)`` to float precision, so ``log nl = -|z|`` and the power keeps ``e^(-gamma |z|)``
+    (clamping ``nl`` gave ``tiny^gamma``: 0.49 instead of 4.5e-5 for ``gamma = 0.001`` at
+    ``|z| = 1e4``). Probabilities: ``nl = 0`` at a probability of exactly 1 (0 for the
+    background term); it reads as ``e^-100``, the value ``torch.nn.BCELoss``'s clamp
+    ``log(1 - p) = -100`` gives the other log, i.e. the probability is read as the logit 100
+    (as the fused path reads it): the power is ``e^(-100 gamma)``, below 1e-13 for ``gamma >= 0.3``.
+    Either way the gradient stays finite (0 where the clamp applies).
+    """
+    tiny = torch.finfo(nl.dtype).tiny
+    log_nl = nl.clamp_min(tiny).log()
+    if z_abs is not None:
+        log_nl = torch.where(nl >= tiny, log_nl, -z_abs)
+    else:
+        log_nl = torch.where(nl > 0, log_nl, LOG_CLAMP).clamp_min(LOG_CLAMP)
+    return torch.exp(gamma * log_nl)
 
 
 def dibe_dis(
