@@ -757,7 +757,7 @@ def holistic(input, target, *, a=1.0, b=1.0, q="exp", beta=1.0, gamma=None, base
 
 def distance_loss_plan(*, alpha=4.0, eps=1.0, eps_dist=1e-6) -> P.Plan:
     alpha = check_number("alpha", alpha, low=0.0)
-    eps = check_number("eps", eps, low=0.0)
+    eps = _check_eps(eps)
     eps_dist = check_number("eps_dist", eps_dist, low=0.0, low_open=True)
     return P.distance_loss_plan(alpha=alpha, eps=eps, eps_dist=eps_dist, maps=DM.nearness_maps)
 

@@ -238,6 +238,7 @@ class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
             raise TypeError(f"{type(self).__name__} reads no distance map; distance must be None")
         if not self.reads_weight:
             check_no_weight(weight, type(self).__name__)
+        F.check_scope_and_reduction(self.loss_name, self.scope, self.reduction)  # settings may change after construction
         return F.run_plan(
             self._plan,
             input,

@@ -278,6 +278,8 @@ _CLASS = {
 
 def test_bad_distance_arguments():
     z, t = _inputs()
+    with pytest.raises(ValueError, match="eps must be"):
+        FS.distance_loss(z, t, eps=0.0)  # a crack-free image predicted empty would be 0/0
     with pytest.raises(TypeError, match="distance"):
         FS.distance_loss(z, t, distance=t.to(torch.int64))
     with pytest.raises(ValueError, match="distance"):

@@ -131,6 +131,23 @@ def test_parameters_are_read_only_so_copies_cannot_diverge(tmp_path):
         torch.testing.assert_close(copied(z, t), R.hybrid_focal_margin(z, t, m=0.5), rtol=1e-10, atol=0)
 
 
+def test_settings_changed_after_construction_are_used_and_checked():
+    """Unlike the parameters, the settings may change (``loss.reduction = "sum"``); each call reads
+    and checks them, so a compound loss set to ``reduction="none"`` raises instead of returning
+    per-group values."""
+    z, t = _inputs(seed=5)[:2]
+    combo = L.ComboLoss(backend="torch")
+    combo.reduction, combo.scope = "sum", "batch"
+    torch.testing.assert_close(combo(z, t), R.combo(z, t, reduction="sum", scope="batch"), rtol=1e-10, atol=0)
+    combo.reduction = "none"
+    with pytest.raises(ValueError, match="reduction must be one of 'mean', 'sum'"):
+        combo(z, t)
+    focal = L.FocalLoss(backend="torch")
+    focal.scope = "image"
+    with pytest.raises(ValueError, match="focal is a pointwise loss"):
+        focal(z, t)
+
+
 def test_signature_and_doc():
     sig = inspect.signature(L.UnifiedFocalLoss)
     assert list(sig.parameters)[:5] == ["lam", "delta", "gamma", "asymmetric", "eps"]

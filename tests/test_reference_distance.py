@@ -324,6 +324,8 @@ def test_argument_errors():
         distance_loss(z, t, alpha=-1.0)
     with pytest.raises(ValueError, match="eps_dist"):
         distance_loss(z, t, eps_dist=0.0)
+    with pytest.raises(ValueError, match="eps"):
+        distance_loss(z, t, eps=0.0)
     with pytest.raises(ValueError, match="scope"):
         distance_loss(z, t, scope="pixel")
     with pytest.raises(ValueError, match="reduction"):

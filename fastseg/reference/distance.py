@@ -160,7 +160,8 @@ def distance_loss(
         input: logits (or probabilities with ``from_logits=False``), ``[B, C, *spatial]``.
         target: ``[B, C, *spatial]`` or ``[B, *spatial]`` (C = 1), values in [0, 1].
         alpha: weight of far false positives, >= 0 (paper: 4; 1 gives the Dice loss).
-        eps: Dice smoothing (catalog default 1).
+        eps: Dice smoothing, > 0 (catalog default 1; 0 would make a crack-free image predicted
+            empty 0/0).
         eps_dist: > 0, added to the denominator of ``L_Dist``.
         distance: optional precomputed ``edt(t > 0.5, to="foreground")`` (the raw EDT; it is
             normalised here).
@@ -174,7 +175,7 @@ def distance_loss(
     checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore)
     check_scope_reduction(scope, reduction)
     alpha = check_number("alpha", alpha, low=0.0)
-    eps = check_number("eps", eps, low=0.0)
+    eps = check_number("eps", eps, low=0.0, low_open=True)  # 0 would give 0/0 on crack-free images predicted empty
     eps_dist = check_number("eps_dist", eps_dist, low=0.0, low_open=True)
 
     p, _, _ = log_probs(checked.input, from_logits)
