@@ -291,6 +291,7 @@ def check_loss_inputs(
     convert_target: bool = True,
     name: str = "input",
     target_name: str = "target",
+    zero_ignored: bool = False,
 ) -> CheckedInputs:
     """Validate a loss call's tensors and bring them to one shape.
 
@@ -301,6 +302,8 @@ def check_loss_inputs(
     floating (other integer dtypes become uint8), with ignored pixels left as they are: ``valid``
     says which pixels count, and the values of the valid ones are checked. ``name`` and
     ``target_name`` are what the errors call the two tensors (the metrics' ``pred``, ``targets``).
+    ``zero_ignored`` (the reference) returns ``input`` with ignored pixels set to 0: whatever they
+    hold (inf or NaN padding) then reaches neither the value nor, through autograd, the gradient.
     """
     input = check_input_tensor(input, name=name)
     warn_if_images_without_channel(input, name)
@@ -380,4 +383,6 @@ def check_loss_inputs(
     if not convert_target and not (target_f.dtype in (torch.bool, torch.uint8) or target_f.is_floating_point()):
         # other integer dtypes (an ignore_index of -1 or 255 in int64, say) narrow to uint8, ignored -> 0
         target_f = (target_f if valid is None else torch.where(valid, target_f, 0)).to(torch.uint8)
+    if zero_ignored and valid is not None:
+        input = torch.where(valid, input, torch.zeros((), dtype=input.dtype, device=input.device))
     return CheckedInputs(input=input, target=target_f, valid=valid, weight=weight, from_logits=from_logits)

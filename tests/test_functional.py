@@ -240,6 +240,28 @@ def test_non_finite_logits_at_ignored_pixels_count_nowhere(name, backend):
 
 
 @pytest.mark.parametrize("name", FS.__all__)
+def test_the_reference_ignores_non_finite_logits_at_ignored_pixels_too(name):
+    """The oracle, used directly (it differentiates targets and weights): inf or NaN padding at
+    ignored pixels gave the right value but a NaN gradient (NaN * 0 in autograd) in every loss.
+    Independent value: the same logits with those pixels set to 0."""
+    gen = torch.Generator().manual_seed(64)
+    clean = torch.randn(2, 1, 5, 6, generator=gen, dtype=torch.float64) * 3
+    t = torch.rand(2, 1, 5, 6, generator=gen) < 0.3
+    ignore = torch.zeros(2, 1, 5, 6, dtype=torch.bool)
+    ignore[0, 0, 0, :3] = True
+    clean = clean.masked_fill(ignore, 0.0)
+    bad = clean.clone()
+    bad[0, 0, 0, 0], bad[0, 0, 0, 1], bad[0, 0, 0, 2] = float("inf"), float("-inf"), float("nan")
+    x, xr = bad.clone().requires_grad_(), clean.clone().requires_grad_()
+    value, want = getattr(R, name)(x, t, ignore=ignore), getattr(R, name)(xr, t, ignore=ignore)
+    value.backward()
+    want.backward()
+    assert torch.isfinite(value) and value.item() == pytest.approx(want.item(), rel=1e-12)
+    assert torch.isfinite(x.grad).all() and not x.grad[ignore].any()
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", FS.__all__)
 def test_probabilities_outside_the_unit_interval_at_ignored_pixels_count_nowhere(name):
     """from_logits=False: an ignored pixel may hold anything (2, -1, inf: padding), as it may with
     logits and in the metrics; the loss and gradient are those with 1/2 there. At a valid pixel

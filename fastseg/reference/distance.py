@@ -172,7 +172,7 @@ def distance_loss(
         weight: must be None (a region loss: no pointwise term to weight).
     """
     check_no_weight(weight, "distance_loss")
-    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore)
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, zero_ignored=True)
     check_scope_reduction(scope, reduction)
     alpha = check_number("alpha", alpha, low=0.0)
     eps = check_number("eps", eps, low=0.0, low_open=True)  # 0 would give 0/0 on crack-free images predicted empty
@@ -241,7 +241,7 @@ def hausdorff_dt(
         weight: per-pixel weights of the terms.
         (others as in :func:`distance_loss`.)
     """
-    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight, zero_ignored=True)
     check_choice("reduction", reduction, REDUCTIONS)
     alpha = check_number("alpha", alpha, low=0.0)
 
@@ -288,7 +288,7 @@ def distance_map_ce(
             ``valid=~ignore`` with an ignore mask).
         (others as in :func:`hausdorff_dt`.)
     """
-    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight, zero_ignored=True)
     check_choice("reduction", reduction, REDUCTIONS)
 
     p, ce = _probs_and_ce(checked, from_logits)
@@ -335,7 +335,7 @@ def shape_aware(
             in ``inner_boundary`` with an ignore mask).
         (others as in :func:`hausdorff_dt`.)
     """
-    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight, zero_ignored=True)
     check_choice("reduction", reduction, REDUCTIONS)
 
     p, ce = _probs_and_ce(checked, from_logits)
@@ -400,7 +400,7 @@ def hybrid_focal_margin_distance(
     margin_term = margin_fn(input, target, gamma=gamma_f, m=m, weight=weight, reduction=reduction, **kw)
     ft = rg.focal_tversky(input, target, gamma=gamma, delta=delta, eps=eps, scope=scope, reduction="none", **kw)
 
-    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore)
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, zero_ignored=True)
     p, _, _ = log_probs(checked.input, from_logits)
     nd = _nd(p, checked, distance)
     _, fp, _ = soft_confusion(p, checked, scope)

@@ -65,7 +65,7 @@ ADAPTIVE_Q = ("xie", "power", "log", "exp")
 
 def _checked(input, target, from_logits, reduction, ignore, weight) -> CheckedInputs:
     check_choice("reduction", reduction, REDUCTIONS)
-    return check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
+    return check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight, zero_ignored=True)
 
 
 def _lam_pair(name: str, lam) -> tuple[float, float]:

@@ -82,7 +82,7 @@ def prepare(
     """Validate a region-loss call; return the checked inputs and ``p``."""
     check_no_weight(weight)
     check_scope_reduction(scope, reduction, allow_none=allow_none)
-    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight)
+    checked = check_loss_inputs(input, target, from_logits=from_logits, ignore=ignore, weight=weight, zero_ignored=True)
     p, _, _ = log_probs(checked.input, from_logits)
     return checked, p
 
