@@ -189,16 +189,19 @@ def oii(tp, fp, fn):
       FP = FN means x = 1, where both branches read ``1 - k`` and ``k - 1``, and here k = 1
       (arctan 0 = 0), so both give 0: the formula is continuous and symmetric there.
 
-    Computed as ``k FP FN / (FP^2 + FN^2 - FP FN)`` for ``k / (x + 1/x - 1)``, which is the same
-    for FP, FN > 0 and gives the limits above without division by zero. Counts may be Python
+    Computed as ``k y / (y^2 - y + 1)`` with ``y = min(FP, FN) / max(FP, FN)`` for
+    ``k / (x + 1/x - 1)`` (the same for FP, FN > 0: the expression is symmetric in ``x`` and
+    ``1/x``), which gives the limits above without division by zero, and no square that over- or
+    underflows for counts near float64's range. Counts may be Python
     numbers (a float is returned) or tensors (broadcast; float64 for integer counts, otherwise
     the counts' floating dtype, computed in float64). Fractions of counts are fine (Table 1 has
     0.5 and 0.2).
     """
     (tp, fp, fn), s, dt = _counts_as_tensors({"tp": tp, "fp": fp, "fn": fn})
     k = 1.0 - (2.0 / math.pi) * torch.atan2(fp + fn, 5.0 * tp)  # atan2(0, 0) = 0: k = 1
-    den = fp * fp + fn * fn - fp * fn  # >= (fp^2 + fn^2) / 2, zero only if fp = fn = 0
-    ratio = torch.where(den > 0, k * fp * fn / torch.where(den > 0, den, torch.ones_like(den)), k)
+    big, small = torch.maximum(fp, fn), torch.minimum(fp, fn)
+    x = small / torch.where(big > 0, big, torch.ones_like(big))  # in [0, 1]: no square over- or underflows
+    ratio = torch.where(big > 0, k * x / (x * x - x + 1.0), k)
     value = torch.where(fp <= fn, 1.0 - ratio, ratio - 1.0)
     value = torch.where((tp == 0) & (fp + fn > 0), torch.ones_like(value), value)
     return _finish(value, s, dt)
@@ -366,6 +369,8 @@ def _check_tolerance(tolerance) -> float:
 
 def _hard_inputs(pred, target, *, from_logits, ignore, name="pred", target_name="target"):
     """Validate; return (probabilities or hard 0/1 as float, binary target bool, valid bool)."""
+    if not isinstance(from_logits, bool):
+        raise TypeError(f"from_logits must be a bool; got {type_name(from_logits)}")
     if isinstance(pred, Tensor) and pred.dtype == torch.bool:
         if from_logits:
             raise ValueError(f"{name} is a bool mask (a hard prediction); from_logits must be False")
@@ -380,7 +385,7 @@ def _hard_inputs(pred, target, *, from_logits, ignore, name="pred", target_name=
     # A NaN would be counted as background (NaN >= threshold is False) and score as a miss.
     if bool(torch.isnan(scored).any()):
         raise ValueError(f"{name} holds NaN outside ignored pixels")
-    if not from_logits and _outside_unit_interval(scored):
+    if not from_logits and scored.numel() and _outside_unit_interval(scored):
         hint = "pass from_logits=True for logits" if name == "pred" else "apply torch.sigmoid to logits first"
         raise ValueError(f"{name} must hold probabilities in [0, 1]; {hint}")
     x = checked.input.to(torch.float64 if pred.dtype == torch.float64 else torch.float32)
@@ -568,6 +573,19 @@ def _prf(tp_pred, n_pred, tp_gt, n_gt):
     return p, r, _ratio(2 * p * r, p + r, 0.0)
 
 
+#: F1 values within this relative distance of the best are ties: the same fraction reached by two
+#: roundings (2/3 as 0.6666666666666665 and 0.6666666666666666) must not pick the later threshold.
+TIE_TOLERANCE = 1e-12
+
+
+def _first_best(f: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """The first index of the largest value of ``f`` (along ``dim``), values within
+    :data:`TIE_TOLERANCE` of it counting as ties."""
+    best = f.amax() if dim is None else f.amax(dim=dim, keepdim=True)
+    near = f >= best * (1.0 - TIE_TOLERANCE)
+    return torch.argmax(near.to(torch.uint8), dim=dim, keepdim=keepdim)
+
+
 def ods_ois_from_counts(counts: ThresholdCounts) -> ODSOIS:
     """ODS and OIS from :class:`ThresholdCounts` (see :func:`ods_ois`)."""
     if not isinstance(counts, ThresholdCounts):
@@ -575,10 +593,10 @@ def ods_ois_from_counts(counts: ThresholdCounts) -> ODSOIS:
     n_gt = counts.n_gt.unsqueeze(1).expand_as(counts.n_pred)
     # ODS: pool over images, best threshold (first one on ties)
     P, R, Fs = _prf(counts.tp_pred.sum(0), counts.n_pred.sum(0), counts.tp_gt.sum(0), counts.n_gt.sum(0))
-    j = int(torch.argmax(Fs))
+    j = int(_first_best(Fs))
     # OIS: best threshold per image, then pool the counts there
     _, _, Fi = _prf(counts.tp_pred, counts.n_pred, counts.tp_gt, n_gt)
-    ji = torch.argmax(Fi, dim=1, keepdim=True)
+    ji = _first_best(Fi, dim=1, keepdim=True)
     pick = lambda x: x.gather(1, ji).squeeze(1)  # noqa: E731
     p_o, r_o, f_o = _prf(pick(counts.tp_pred).sum(), pick(counts.n_pred).sum(), pick(counts.tp_gt).sum(), counts.n_gt.sum())
     best_f = pick(Fi)
@@ -611,7 +629,7 @@ def ods_ois(probs, targets, *, thresholds=99, tolerance: float = 0, ignore=None)
     OIS: the best threshold of each image. P = TP/(TP+FP), R = TP/(TP+FN), F1 = 2PR/(P+R)
     (002 eq 11), with the 0/0 convention of this module (P = 1 with nothing predicted, R = 1 with
     nothing to find, F1 = 0 when P + R = 0), so a crack-free image with a clean prediction scores 1.
-    Ties pick the lowest threshold. No interpolation between thresholds (BSDS interpolates).
+    Ties (F1 within 1e-12 relative, :data:`TIE_TOLERANCE`) pick the lowest threshold. No interpolation between thresholds (BSDS interpolates).
 
     Arguments as :func:`threshold_counts`; ``probs`` ``[B, 1, *spatial]`` in [0, 1]. For a data set
     larger than one batch, join per-batch :func:`threshold_counts` with :meth:`ThresholdCounts.cat`

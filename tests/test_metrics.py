@@ -232,6 +232,17 @@ def test_oii_edge_cases():
     assert torch.isfinite(out).all()
 
 
+def test_oii_of_counts_near_float64s_limits():
+    """``FP^2 + FN^2 - FP FN`` underflowed to 0 (counts 1e-170) or overflowed to inf - inf (1e200),
+    and the fallback gave OII = 0 or 0.43; eq 13-15 by hand give 1 - k/(x + 1/x - 1) with x = 1/2:
+    1/3 for TP = 1 (k = 1 - (2/pi) atan(3e-170 / 5) = 1), and k = 1 - (2/pi) atan(3/5) for the
+    scaled cases (FP + FN = 3e200, 5 TP = 5e200)."""
+    assert M.oii(1, 1e-170, 2e-170) == pytest.approx(1 - 1 / (0.5 + 2 - 1), rel=1e-12)
+    k = 1 - (2 / math.pi) * math.atan(3 / 5)
+    assert M.oii(1e200, 1e200, 2e200) == pytest.approx(1 - k / (0.5 + 2 - 1), rel=1e-12)
+    assert M.oii(1e200, 2e200, 1e200) == pytest.approx(k / (0.5 + 2 - 1) - 1, rel=1e-12)
+
+
 # --------------------------------------------------------------------------------------------
 # tolerance matching (hand cases)
 
@@ -456,6 +467,32 @@ def test_ods_ois_perfect_prediction():
 # bad inputs
 
 
+def test_a_batch_with_every_pixel_ignored_scores_nothing():
+    """A void tile (every pixel ignored) crashed the value check of the empty set of scored
+    pixels (aminmax of nothing); it has nothing to count: zero counts, NaN image F1, and it
+    leaves the pooled scores of a joined data set as they were."""
+    probs, t = _crack_batch()
+    void = torch.full((1, *t.shape[1:]), 255, dtype=torch.uint8)
+    for from_logits in (False, True):
+        c = M.confusion(probs[:1] if not from_logits else probs[:1] * 4 - 2, void, ignore=255, from_logits=from_logits)
+        assert [int(getattr(c, k).sum()) for k in ("tp", "fp", "fn", "tn", "tp_gt")] == [0] * 5
+    r = M.ods_ois(probs[:1], void, ignore=255)
+    assert math.isnan(r.ois_f1_mean) and torch.isnan(r.image_f1).all()
+    whole = M.ods_ois(probs, t)
+    joined = M.ThresholdCounts.cat([M.threshold_counts(probs, t), M.threshold_counts(probs[:1], void, ignore=255)])
+    assert (M.ods_ois_from_counts(joined).ods_f1, M.ods_ois_from_counts(joined).ois_f1) == (whole.ods_f1, whole.ois_f1)
+
+
+def test_ties_pick_the_lowest_threshold_whatever_the_rounding():
+    """P, R = 3/5, 3/4 at 0.3 and 1, 1/2 at 0.6: F1 = 2/3 at both (exact fractions), computed as
+    0.6666666666666665 and 0.6666666666666666; the documented tie rule picks 0.3."""
+    probs = torch.tensor([0.9, 0.9, 0.4, 0.0, 0.4, 0.4]).reshape(1, 1, 1, 6)
+    target = torch.tensor([1, 1, 1, 1, 0, 0]).reshape(1, 1, 1, 6)
+    r = M.ods_ois(probs, target, thresholds=torch.tensor([0.3, 0.6]))
+    assert r.ods_threshold == pytest.approx(0.3) and r.image_thresholds.tolist() == pytest.approx([0.3])
+    assert (r.ods_precision, r.ods_recall) == pytest.approx((3 / 5, 3 / 4))
+
+
 def test_bad_inputs_raise():
     p, t = _img(PROBS), _img(TARGET)
     with pytest.raises(ValueError, match=r"pred must hold probabilities in \[0, 1\]; pass from_logits=True"):
@@ -472,6 +509,8 @@ def test_bad_inputs_raise():
         M.threshold_counts(p, t.numpy())
     with pytest.raises(TypeError, match="pred"):
         M.confusion(torch.ones(1, 1, 3, 3, dtype=torch.int64), t)
+    with pytest.raises(TypeError, match="from_logits must be a bool; got str"):
+        M.confusion(p, t, from_logits="False")
     with pytest.raises(ValueError, match="from_logits"):
         M.confusion(p > 0.5, t, from_logits=True)
     with pytest.raises(ValueError, match="tolerance"):
