@@ -13,7 +13,8 @@ applies to the losses with a pointwise term (pointwise, compound, and the distan
 when given one instead of ignoring it (``reads_weight`` says which). The parameters are fixed at
 construction (the fused plan is built once, and rebuilt from them when the module is unpickled):
 ``params`` is read-only (:class:`FixedParameters`); make a new module to change them. Modules and
-their sums pickle (``torch.save``, ``deepcopy``).
+their sums pickle (``torch.save``, ``deepcopy``); one with a ``process_group`` deep-copies
+(the copy shares the group) but does not pickle (a group belongs to its process).
 ``repr`` lists every parameter (a pointwise loss's scope only when it is not the default
 ``"batch"``)::
 
@@ -27,6 +28,7 @@ dice"``, mappings, lists). See the functional form (``fastseg.functional.<name>`
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
 from collections.abc import Mapping, Sequence
@@ -224,6 +226,24 @@ class FusedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
 
     def _derive(self):
         return getattr(F, f"{self.loss_name}_plan")(**self.params)
+
+    def __deepcopy__(self, memo):
+        """A copy in this process (``copy.deepcopy``, an EMA copy of a model) shares the
+        ``process_group``: a group belongs to its process and cannot be copied."""
+        if self.process_group is not None:
+            memo[id(self.process_group)] = self.process_group
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return new
+
+    def __reduce_ex__(self, protocol):
+        if self.__dict__.get("process_group") is not None:
+            raise TypeError(
+                f"a {type(self).__name__} with a process_group cannot be pickled (a process group belongs to its "
+                f"process): save the model's state_dict and build the loss with its group after loading"
+            )
+        return super().__reduce_ex__(protocol)
 
     @property
     def reads_weight(self) -> bool:

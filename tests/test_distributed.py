@@ -23,8 +23,10 @@ crack-free image, so a per-rank mean or a per-rank pixel count would show.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
+import pickle
 import subprocess
 import sys
 import warnings
@@ -111,6 +113,14 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     group = dist.new_group([0, 1])
     module = FL.HybridFocalMarginLoss(m=0.5, scope="global", process_group=group)
     run("module", lambda x: module(x, t, ignore=ignore))
+    copied = copy.deepcopy(torch.nn.ModuleDict({"body": make_model(), "criterion": module}))["criterion"]  # an EMA copy
+    out["copy_shares_the_group"] = copied.process_group is group
+    run("module_copy", lambda x: copied(x, t, ignore=ignore))
+    try:
+        pickle.dumps(module)
+        out["pickle_error"] = ""
+    except TypeError as err:
+        out["pickle_error"] = str(err)
     pointwise_module = FL.BalancedBCELoss(scope="global", process_group=group)
     run("pointwise_module", lambda x: pointwise_module(x, t, ignore=ignore))
 
@@ -272,6 +282,15 @@ def test_global_sum_and_none_reductions(ranks):
 def test_module_with_explicit_process_group(ranks):
     z, _, _ = make_batch()
     assert_matches([out["module"] for out in ranks], *reference("hybrid_focal_margin", z, m=0.5))
+
+
+def test_a_deep_copy_of_a_module_with_a_process_group_shares_the_group(ranks):
+    """``copy.deepcopy`` of a model holding the loss (an EMA copy) failed: a ProcessGroup cannot be
+    copied. The copy shares the group and computes the global loss; pickling says why it cannot."""
+    z, _, _ = make_batch()
+    assert all(out["copy_shares_the_group"] for out in ranks)
+    assert_matches([out["module_copy"] for out in ranks], *reference("hybrid_focal_margin", z, m=0.5))
+    assert all("with a process_group cannot be pickled" in out["pickle_error"] for out in ranks)
 
 
 def test_compiled_step(ranks):
