@@ -20,8 +20,8 @@ general one (strided views, odd widths, several channels) where noted below. By 
 catalog entry is compiled in a covering design: every logits dtype with uint8 targets, plus fp32
 logits with float targets, an ignore mask and (for losses with pointwise terms) a weight map, the
 last also in the general specialisation, as are the reduction and EDT kernels; ``--full``
-compiles the whole product (logits x targets x mask x weight x atomics x alignment). Triton's cache makes
-repeated runs fast. Compilation needs triton's compiler and ``ptxas``/``cuobjdump`` (both in the
+compiles the whole product (logits x targets x mask x weight x atomics x alignment). Triton's
+cache makes repeated runs fast. Compilation needs triton's compiler and ``ptxas``/``cuobjdump`` (both in the
 wheel) but no driver and no device; it cannot run under ``TRITON_INTERPRET=1`` (kernels are then
 interpreted functions), so in that case the work runs in a subprocess without the variable.
 """

@@ -629,7 +629,8 @@ def ods_ois(probs, targets, *, thresholds=99, tolerance: float = 0, ignore=None)
     OIS: the best threshold of each image. P = TP/(TP+FP), R = TP/(TP+FN), F1 = 2PR/(P+R)
     (002 eq 11), with the 0/0 convention of this module (P = 1 with nothing predicted, R = 1 with
     nothing to find, F1 = 0 when P + R = 0), so a crack-free image with a clean prediction scores 1.
-    Ties (F1 within 1e-12 relative, :data:`TIE_TOLERANCE`) pick the lowest threshold. No interpolation between thresholds (BSDS interpolates).
+    Ties (F1 within 1e-12 relative, :data:`TIE_TOLERANCE`) pick the lowest threshold. No
+    interpolation between thresholds (BSDS interpolates).
 
     Arguments as :func:`threshold_counts`; ``probs`` ``[B, 1, *spatial]`` in [0, 1]. For a data set
     larger than one batch, join per-batch :func:`threshold_counts` with :meth:`ThresholdCounts.cat`

@@ -87,8 +87,9 @@ def parameter_values(quantities: Sequence[int], params: TermParams, device: torc
     CUDA tensors are cached per device, stream and values (up to 4096, never freed, so a CUDA
     graph that captured one can replay it): a training step copies nothing to the device, and never
     synchronises. The stream is part of the key because the copy is asynchronous: a kernel on
-    another stream could read the tensor before the copy, enqueued on the first stream, has landed. Inside a stream capture a value not cached yet is written by fill kernels,
-    which the graph records with their values (as it would record scalar kernel arguments).
+    another stream could read the tensor before the copy, enqueued on the first stream, has
+    landed. Inside a stream capture a value not cached yet is written by fill kernels, which the
+    graph records with their values (as it would record scalar kernel arguments).
     """
     device = torch.device(device)
     if torch.compiler.is_compiling():  # computed in the graph from its (symbolic) inputs: one graph per schedule

@@ -382,7 +382,7 @@ def el_ce(
 
 
 def _el_power(nl: Tensor, gamma: float, z_abs: Tensor | None) -> Tensor:
-    """``nl^gamma`` of ``nl = -log p`` (or ``-log(1-p)``) as ``exp(gamma log nl)``, where ``nl`` is 0.
+    """``nl^gamma`` of ``nl = -log p`` (or ``-log(1-p)``), taken as ``exp(gamma log nl)``.
 
     Logits (``z_abs = |z|``): an ``nl`` below the smallest normal float has underflowed; it is
     ``e^(-|z|)`` to float precision, so ``log nl = -|z|`` and the power keeps ``e^(-gamma |z|)``
