@@ -463,9 +463,9 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
     term reads distance maps. ``weight`` goes to the terms that read it (``reads_weight``: the
     pointwise terms, a compound's pointwise part, the distance-weighted terms); the other terms
     take their unweighted value, and a ``weight`` that no term reads raises ``ValueError``. A
-    term's settings changed after construction (``criterion.losses[0].reduction = "sum"``) regroup
-    the passes at the next call; its parameters are fixed. ``*`` scales every weight, ``-x`` and ``/ d`` scale
-    them by -1 and 1/d, ``+`` appends terms, ``a - b`` is ``a + (-1) * b``, and ``sum(losses)``
+    term's settings changed after construction (``criterion.losses[0].reduction = "sum"``) are
+    checked and regroup the passes at the next call; its parameters are fixed. ``*`` scales every
+    weight, ``-x`` and ``/ d`` scale them by -1 and 1/d, ``+`` appends terms, ``a - b`` is ``a + (-1) * b``, and ``sum(losses)``
     works.
     """
 
@@ -500,6 +500,7 @@ class CombinedLoss(_RebuiltOnLoad, _Arithmetic, nn.Module):
     def _derive(self) -> list[_Pass]:
         """The fused passes: terms that can share one are grouped."""
         for i, loss in enumerate(self.losses):
+            F.check_scope_and_reduction(loss.loss_name, loss.scope, loss.reduction)
             if loss.reduction not in ("mean", "sum"):
                 raise ValueError(f"terms[{i}] ({type(loss).__name__}) has reduction={loss.reduction!r}; a CombinedLoss "
                                  f"adds scalar losses, so each term's reduction must be 'mean' or 'sum'")

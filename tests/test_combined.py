@@ -155,6 +155,10 @@ def test_settings_changed_after_construction_regroup_the_passes():
     criterion.losses[1].reduction = "none"
     with pytest.raises(ValueError, match=r"terms\[1\] \(DiceLoss\) has reduction='none'"):
         criterion(z, t)
+    criterion.losses[1].reduction = "mean"
+    criterion.losses[0].scope = "image"  # not a scope of a pointwise loss: the term's own check
+    with pytest.raises(ValueError, match="focal is a pointwise loss"):
+        criterion(z, t)
 
 
 def test_global_terms_share_one_pass_and_fall_back_to_the_batch_without_a_group():
